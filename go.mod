@@ -1,0 +1,3 @@
+module github.com/stepup-dev/stepup
+
+go 1.26.8
