@@ -1,0 +1,114 @@
+// Package storage is the server's run-time state: what one replica writes and
+// every other replica must see. It has two parts.
+//
+// A KV is a namespaced key-value store with expiry, for login sessions,
+// pending authorization requests, throttling counters, single-use guards and
+// the signing-key record.
+//
+// Grants keeps OAuth grant families. A family is everything issued from one
+// authorization (fosite's request ID): the code, its PKCE and OpenID Connect
+// records, and every access and refresh token rotated from it. A family lives
+// under one key, so each atomic step of a flow (redeem a code and issue its
+// tokens, rotate a refresh token, revoke a family) is one operation on one key,
+// also in a Redis Cluster.
+package storage
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// The vocabulary every backend speaks. Callers test with errors.Is.
+var (
+	// ErrNotFound: no such record, or it has expired.
+	ErrNotFound = errors.New("storage: not found")
+	// ErrAlreadyExists: a create-if-absent found the key taken, or a
+	// single-use record was already used.
+	ErrAlreadyExists = errors.New("storage: already exists")
+	// ErrUnavailable wraps every failure of the backend itself (network,
+	// server down, timeouts). The HTTP edge answers it with 503.
+	ErrUnavailable = errors.New("storage: unavailable")
+)
+
+// Store is the whole run-time state.
+type Store interface {
+	KV
+	Grants
+	// Ping reports whether the backend answers; /readyz uses it.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// KV is a namespaced key-value store whose entries expire. A ttl of zero
+// means the entry never expires.
+type KV interface {
+	Get(ctx context.Context, ns, key string) ([]byte, error)
+	Put(ctx context.Context, ns, key string, value []byte, ttl time.Duration) error
+	// Create stores value only if key is absent (ErrAlreadyExists otherwise).
+	// It is the single-use guard: a TOTP step, a one-time code.
+	Create(ctx context.Context, ns, key string, value []byte, ttl time.Duration) error
+	// Take returns the value and deletes it in one step, so exactly one of
+	// several concurrent callers gets it.
+	Take(ctx context.Context, ns, key string) ([]byte, error)
+	Delete(ctx context.Context, ns, key string) error
+	// Incr adds one to a counter and returns the new value. The counter's
+	// expiry is set when it is created and not extended by later increments,
+	// which makes it a fixed window.
+	Incr(ctx context.Context, ns, key string, window time.Duration) (int64, error)
+	// Update reads the value (nil when absent), calls fn, and writes what fn
+	// returns, atomically with respect to other Updates and writes of the key.
+	// fn may run more than once. A nil result from fn deletes the key.
+	Update(ctx context.Context, ns, key string, ttl time.Duration, fn func(old []byte) ([]byte, error)) error
+}
+
+// Entry is one record of a family.
+type Entry struct {
+	Value []byte
+	// Spent is set by OpSpend: a used code, a rotated or revoked refresh
+	// token. The record stays readable so that reuse can be detected.
+	Spent bool
+}
+
+// Grants stores grant families.
+type Grants interface {
+	// LoadFamily returns every record of the family by name; ErrNotFound if
+	// the family has none.
+	LoadFamily(ctx context.Context, family string) (map[string]Entry, error)
+	// ApplyFamily applies ops to one family atomically: all or nothing.
+	// Preconditions (OpSpend) are checked against the family as it was before
+	// the batch. The family is kept at least until expiresAt.
+	ApplyFamily(ctx context.Context, family string, expiresAt time.Time, ops ...Op) error
+}
+
+// OpKind says what an Op does.
+type OpKind uint8
+
+const (
+	// OpPut stores Value under Name (unspent).
+	OpPut OpKind = iota + 1
+	// OpSpend marks Name spent. It fails the batch with ErrNotFound when Name
+	// is absent and ErrAlreadyExists when it is already spent: of several
+	// concurrent spends, exactly one wins.
+	OpSpend
+	// OpDelete removes Name.
+	OpDelete
+	// OpDeletePrefix removes every record whose name starts with Name.
+	OpDeletePrefix
+	// OpSpendPrefix marks every record whose name starts with Name spent,
+	// without preconditions.
+	OpSpendPrefix
+)
+
+// Op is one step of an ApplyFamily batch.
+type Op struct {
+	Kind  OpKind
+	Name  string
+	Value []byte
+}
+
+func Put(name string, value []byte) Op { return Op{Kind: OpPut, Name: name, Value: value} }
+func Spend(name string) Op             { return Op{Kind: OpSpend, Name: name} }
+func Delete(name string) Op            { return Op{Kind: OpDelete, Name: name} }
+func DeletePrefix(prefix string) Op    { return Op{Kind: OpDeletePrefix, Name: prefix} }
+func SpendPrefix(prefix string) Op     { return Op{Kind: OpSpendPrefix, Name: prefix} }
