@@ -1,0 +1,305 @@
+package authz
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ory/fosite"
+
+	"github.com/stepup-dev/stepup/authz/storage"
+	"github.com/stepup-dev/stepup/tokens"
+)
+
+// While a person logs in, the authorization request waits in the store as a
+// pendingAuthorization under a random id (the "challenge"). The login pages
+// carry only that id, and once the person has what the request needs, the
+// browser comes back to /oauth2/authorize?resume=<id>, where the original
+// request is replayed through fosite with its original time, so prompt=login
+// and max_age are judged against when the client asked.
+type pendingAuthorization struct {
+	Form        url.Values `json:"form"`
+	RequestedAt time.Time  `json:"requested_at"`
+}
+
+const (
+	pendingNS  = "authorize"
+	pendingTTL = 30 * time.Minute
+	// maxAgeLimit bounds max_age to something a clock can add.
+	maxAgeLimit = 10 * 365 * 24 * time.Hour
+)
+
+func (s *Server) loadPending(ctx context.Context, id string) (*pendingAuthorization, error) {
+	if len(id) != 32 {
+		return nil, storage.ErrNotFound
+	}
+	data, err := s.store.Get(ctx, pendingNS, id)
+	if err != nil {
+		return nil, err
+	}
+	var p pendingAuthorization
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, storage.ErrNotFound
+	}
+	return &p, nil
+}
+
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	var (
+		requestedAt time.Time
+		challenge   string
+	)
+	if r.Method == http.MethodGet && r.URL.Query().Has("resume") {
+		challenge = r.URL.Query().Get("resume")
+		p, err := s.loadPending(ctx, challenge)
+		if err != nil {
+			s.pendingError(w, err)
+			return
+		}
+		r = replay(r, p.Form)
+		requestedAt = p.RequestedAt
+	} else {
+		requestedAt = s.cfg.Now()
+	}
+
+	ar, err := s.oauth.NewAuthorizeRequest(ctx, r)
+	if err == nil {
+		err = s.checkAuthorizeRequest(ar)
+	}
+	if err != nil {
+		s.authorizeError(w, ar, err)
+		return
+	}
+	if req, ok := ar.(*fosite.AuthorizeRequest); ok {
+		req.RequestedAt = requestedAt
+	}
+
+	ls, _, err := s.sessions.get(ctx, r)
+	if err != nil {
+		s.authorizeError(w, ar, err)
+		return
+	}
+	var user *User
+	if ls != nil {
+		user, _ = s.users.get(ls.UserID)
+	}
+	if user == nil || needsPrimaryLogin(ar, ls, requestedAt) {
+		if prompts(ar).Has("none") {
+			s.authorizeError(w, ar, fosite.ErrLoginRequired.WithHint("The person must sign in, and prompt=none forbids asking them."))
+			return
+		}
+		if challenge == "" {
+			if challenge, err = s.savePending(ctx, ar, requestedAt); err != nil {
+				s.authorizeError(w, ar, err)
+				return
+			}
+		}
+		http.Redirect(w, r, "/login?challenge="+challenge, http.StatusSeeOther)
+		return
+	}
+
+	for _, scope := range ar.GetRequestedScopes() {
+		ar.GrantScope(scope)
+	}
+	for _, aud := range ar.GetRequestedAudience() {
+		ar.GrantAudience(aud)
+	}
+	resp, err := s.oauth.NewAuthorizeResponse(ctx, ar, s.tokenSession(ar, ls, user, requestedAt))
+	if err != nil {
+		s.authorizeError(w, ar, err)
+		return
+	}
+	if challenge != "" {
+		// Done with it; if this delete fails it simply expires.
+		_ = s.store.Delete(ctx, pendingNS, challenge)
+	}
+	resp.AddParameter("iss", s.cfg.Issuer) // RFC 9207
+	s.oauth.WriteAuthorizeResponse(ctx, w, ar, resp)
+}
+
+// replay turns a stored authorization request back into an HTTP request.
+func replay(r *http.Request, form url.Values) *http.Request {
+	r2 := r.Clone(r.Context())
+	r2.Method = http.MethodGet
+	r2.URL.RawQuery = form.Encode()
+	r2.Form, r2.PostForm = nil, nil
+	r2.Body = io.NopCloser(strings.NewReader(""))
+	r2.ContentLength = 0
+	return r2
+}
+
+func (s *Server) savePending(ctx context.Context, ar fosite.AuthorizeRequester, requestedAt time.Time) (string, error) {
+	data, err := json.Marshal(pendingAuthorization{Form: ar.GetRequestForm(), RequestedAt: requestedAt})
+	if err != nil {
+		return "", err
+	}
+	id := randomString(24)
+	return id, s.store.Put(ctx, pendingNS, id, data, pendingTTL)
+}
+
+func prompts(ar fosite.AuthorizeRequester) fosite.Arguments {
+	return fosite.RemoveEmpty(strings.Split(ar.GetRequestForm().Get("prompt"), " "))
+}
+
+// needsPrimaryLogin: prompt=login asks for a login after the request was
+// made; max_age for one no older than that many seconds before it.
+func needsPrimaryLogin(ar fosite.AuthorizeRequester, ls *LoginSession, requestedAt time.Time) bool {
+	primary := ls.PrimaryAt()
+	if primary.IsZero() {
+		return true
+	}
+	if prompts(ar).Has("login") && primary.Before(requestedAt) {
+		return true
+	}
+	if v := ar.GetRequestForm().Get("max_age"); v != "" {
+		secs, _ := strconv.ParseInt(v, 10, 64) // validated in checkAuthorizeRequest
+		if primary.Add(time.Duration(secs) * time.Second).Before(requestedAt) {
+			return true
+		}
+	}
+	return false
+}
+
+// supportedAMR are the methods a request may demand today.
+var supportedAMR = []string{tokens.MethodPassword}
+
+// checkAuthorizeRequest refuses, before anyone is asked to log in, a
+// request that could never succeed.
+func (s *Server) checkAuthorizeRequest(ar fosite.AuthorizeRequester) error {
+	form := ar.GetRequestForm()
+	if !ar.GetResponseTypes().ExactOne("code") {
+		return fosite.ErrUnsupportedResponseType.WithHint("Stepup supports only response_type=code.")
+	}
+	challenge, method := form.Get("code_challenge"), form.Get("code_challenge_method")
+	switch {
+	case challenge == "" && ar.GetClient().IsPublic():
+		return fosite.ErrInvalidRequest.WithHint("Public clients must use PKCE: send code_challenge and code_challenge_method=S256.")
+	case challenge != "" && method != "S256":
+		return fosite.ErrInvalidRequest.WithHint("code_challenge_method must be S256; plain is not allowed.")
+	case challenge != "" && (len(challenge) < 43 || len(challenge) > 128):
+		return fosite.ErrInvalidRequest.WithHint("code_challenge must be the 43-character base64url SHA-256 of the verifier.")
+	}
+	p := prompts(ar)
+	for _, v := range p {
+		if !slices.Contains([]string{"none", "login", "consent", "select_account"}, v) {
+			return fosite.ErrInvalidRequest.WithHintf("Unknown prompt value %q.", truncate(v, 32))
+		}
+	}
+	if p.Has("none") && len(p) > 1 {
+		return fosite.ErrInvalidRequest.WithHint("prompt=none cannot be combined with other prompt values.")
+	}
+	if v := form.Get("max_age"); v != "" {
+		secs, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || secs < 0 || time.Duration(secs)*time.Second > maxAgeLimit {
+			return fosite.ErrInvalidRequest.WithHint("max_age must be a whole number of seconds from 0 to ten years.")
+		}
+	}
+	if v := form.Get("amr"); v != "" {
+		if len(v) > 256 {
+			return fosite.ErrInvalidRequest.WithHint("The amr parameter is too long.")
+		}
+		for _, m := range strings.Fields(v) {
+			if !slices.Contains(supportedAMR, m) {
+				return errUnmetAuthentication.WithHintf("This server cannot satisfy the authentication method %q.", truncate(m, 32))
+			}
+		}
+	}
+	return nil
+}
+
+// errUnmetAuthentication is OpenID Connect's error for an authentication
+// requirement the server cannot meet.
+var errUnmetAuthentication = &fosite.RFC6749Error{
+	ErrorField:       "unmet_authentication_requirements",
+	DescriptionField: "The requested authentication methods cannot be satisfied.",
+	CodeField:        http.StatusBadRequest,
+}
+
+// authorizeError answers a failed authorization request: with a redirect
+// carrying error and iss where the redirect URI is trusted, else with a page.
+func (s *Server) authorizeError(w http.ResponseWriter, ar fosite.AuthorizeRequester, err error) {
+	if isUnavailable(err) {
+		s.log.Error("store unavailable", "err", err)
+		w.Header().Set("Retry-After", "5")
+		s.showError(w, http.StatusServiceUnavailable, "Temporarily unavailable",
+			"The sign-in service cannot reach its data store. Nothing was changed; try again in a few seconds.")
+		return
+	}
+	rfc := fosite.ErrorToRFC6749Error(err)
+	if rfc.CodeField >= 500 {
+		s.log.Error("authorize", "err", err, "debug", rfc.DebugField)
+	}
+	if ar == nil || !ar.IsRedirectURIValid() {
+		s.showError(w, rfc.CodeField, "Cannot sign in",
+			"The application sent a sign-in request that cannot be accepted: "+rfc.GetDescription())
+		return
+	}
+	u := ar.GetRedirectURI()
+	q := u.Query()
+	q.Set("error", rfc.ErrorField)
+	q.Set("error_description", rfc.GetDescription())
+	if st := ar.GetState(); st != "" {
+		q.Set("state", st)
+	}
+	q.Set("iss", s.cfg.Issuer)
+	u.RawQuery = q.Encode()
+	u.Fragment = ""
+	w.Header().Set("Location", u.String())
+	w.WriteHeader(http.StatusSeeOther)
+}
+
+func (s *Server) pendingError(w http.ResponseWriter, err error) {
+	if errors.Is(err, storage.ErrNotFound) {
+		s.showError(w, http.StatusBadRequest, "This sign-in has expired",
+			"Go back to the application and start signing in again.")
+		return
+	}
+	s.authorizeError(w, nil, err)
+}
+
+// tokenSession is what the tokens of this authorization will say about the
+// person and how they authenticated.
+func (s *Server) tokenSession(ar fosite.AuthorizeRequester, ls *LoginSession, u *User, requestedAt time.Time) *Session {
+	sess := newSession()
+	sess.Subject, sess.Username, sess.Grant = u.ID, u.Username, "authorization_code"
+	c := sess.Claims
+	c.Subject = u.ID
+	c.AuthTime = ls.AuthTime()
+	c.RequestedAt = requestedAt
+	c.AuthenticationMethodsReferences = ls.AMR()
+	c.AuthenticationContextClassReference = acr(c.AuthenticationMethodsReferences)
+	c.Extra = map[string]any{}
+	scopes := ar.GetGrantedScopes()
+	if scopes.Has("profile") {
+		c.Extra["preferred_username"] = u.Username
+		if u.Name != "" {
+			c.Extra["name"] = u.Name
+		}
+	}
+	if scopes.Has("email") && u.Email != "" {
+		c.Extra["email"] = u.Email
+		c.Extra["email_verified"] = u.EmailVerified
+	}
+	alg := tokens.RS256
+	if cc, ok := s.clients.config(ar.GetClient().GetID()); ok && cc.IDTokenAlg != "" {
+		alg = cc.IDTokenAlg
+	}
+	sess.Headers.Extra = map[string]any{"alg": alg}
+	return sess
+}
+
+// acr names the assurance level the amr amounts to.
+func acr(amr []string) string {
+	if slices.Contains(amr, tokens.MethodMFA) {
+		return "urn:stepup:acr:mfa"
+	}
+	return "urn:stepup:acr:pwd"
+}

@@ -1,0 +1,126 @@
+package authz
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"embed"
+	"html/template"
+	"net/http"
+	"net/url"
+)
+
+//go:embed web
+var webFS embed.FS
+
+type pages struct {
+	login, message *template.Template
+	css            []byte
+}
+
+func newPages() (*pages, error) {
+	parse := func(name string) (*template.Template, error) {
+		return template.ParseFS(webFS, "web/layout.html", "web/"+name)
+	}
+	var p pages
+	var err error
+	if p.login, err = parse("login.html"); err != nil {
+		return nil, err
+	}
+	if p.message, err = parse("message.html"); err != nil {
+		return nil, err
+	}
+	if p.css, err = webFS.ReadFile("web/style.css"); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func (p *pages) style(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	_, _ = w.Write(p.css)
+}
+
+// render writes a page, rendering to a buffer first so a template error
+// never leaves half a page behind.
+func (s *Server) render(w http.ResponseWriter, t *template.Template, status int, data any) {
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "page", data); err != nil {
+		s.internalError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = buf.WriteTo(w)
+}
+
+type messagePage struct {
+	Title, Message string
+	Error          bool
+	// Confirm, when set, shows a button posting Hidden to this path.
+	Confirm, ConfirmLabel, CSRF string
+	Hidden                      map[string]string
+}
+
+func (s *Server) showMessage(w http.ResponseWriter, status int, p messagePage) {
+	s.render(w, s.pages.message, status, p)
+}
+
+func (s *Server) showError(w http.ResponseWriter, status int, title, message string) {
+	s.showMessage(w, status, messagePage{Title: title, Message: message, Error: true})
+}
+
+// CSRF: a random cookie, and in each form an HMAC of it under a key derived
+// from the server secret. A page on another site can neither read the
+// cookie nor compute the token.
+
+func (s *Server) csrfCookieName() string {
+	if s.issuer.Scheme == "https" {
+		return "__Host-stepup_csrf"
+	}
+	return "stepup_csrf"
+}
+
+func (s *Server) csrfFor(value string) string {
+	m := hmac.New(sha256.New, s.csrfKey)
+	m.Write([]byte(value))
+	return b64.EncodeToString(m.Sum(nil))
+}
+
+// csrfToken returns the token for this browser's forms, setting the cookie
+// first if it has none.
+func (s *Server) csrfToken(w http.ResponseWriter, r *http.Request) string {
+	if c, err := r.Cookie(s.csrfCookieName()); err == nil && len(c.Value) == 43 {
+		return s.csrfFor(c.Value)
+	}
+	v := randomString(32)
+	http.SetCookie(w, &http.Cookie{
+		Name: s.csrfCookieName(), Value: v, Path: "/", HttpOnly: true,
+		Secure: s.issuer.Scheme == "https", SameSite: http.SameSiteLaxMode,
+	})
+	return s.csrfFor(v)
+}
+
+func (s *Server) csrfValid(r *http.Request) bool {
+	c, err := r.Cookie(s.csrfCookieName())
+	if err != nil || len(c.Value) != 43 {
+		return false
+	}
+	return hmac.Equal([]byte(r.PostFormValue("csrf_token")), []byte(s.csrfFor(c.Value)))
+}
+
+// allowFormTarget widens the page's form-action to the origin a login will
+// finally redirect to: browsers apply form-action to the redirects that
+// follow a form submission. Loopback redirect URIs may use any port.
+func allowFormTarget(w http.ResponseWriter, redirectURI string) {
+	u, err := url.Parse(redirectURI)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return
+	}
+	origin := u.Scheme + "://" + u.Host
+	if isLoopbackHost(u.Hostname()) {
+		origin = u.Scheme + "://" + hostForCSP(u.Hostname()) + ":*"
+	}
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self' "+origin+"; frame-ancestors 'none'; base-uri 'none'")
+}

@@ -1,0 +1,291 @@
+// Package authz is the authorization server: fosite composed for the grants
+// Stepup supports, its HTTP endpoints and pages, login sessions, and the
+// storage they share across replicas.
+package authz
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/compose"
+	"github.com/ory/fosite/handler/openid"
+
+	"github.com/stepup-dev/stepup/authz/storage"
+	"github.com/stepup-dev/stepup/internal/seal"
+	"github.com/stepup-dev/stepup/tokens"
+)
+
+// Config is everything the server needs. Zero values mean the defaults
+// noted on each field.
+type Config struct {
+	// Issuer is the server's public base URL; required.
+	Issuer string
+	// Store holds run-time state; required.
+	Store storage.Store
+	// Secret seals keys at rest and keys token HMACs; at least 16 bytes.
+	Secret  string
+	Clients []Client
+	Users   []User
+
+	AccessTokenTTL  time.Duration // 1h
+	IDTokenTTL      time.Duration // 1h
+	RefreshTokenTTL time.Duration // 30 days
+	AuthCodeTTL     time.Duration // 10m
+	SessionTTL      time.Duration // 24h: how long a browser stays logged in
+	// SigningAlg signs access tokens: ES256 (default), RS256 or EdDSA.
+	SigningAlg  string
+	KeyRotation time.Duration // 30 days
+	// Audience of access tokens whose grant names none; the issuer by default.
+	Audience []string
+
+	// Failed logins allowed per account and per client address within
+	// FailureWindow before further attempts are refused.
+	MaxFailuresPerAccount int           // 5
+	MaxFailuresPerAddress int           // 50
+	FailureWindow         time.Duration // 15m
+
+	Now    func() time.Time // time.Now
+	Logger *slog.Logger     // slog.Default()
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.AccessTokenTTL, time.Hour)
+	def(&c.IDTokenTTL, time.Hour)
+	def(&c.RefreshTokenTTL, 30*24*time.Hour)
+	def(&c.AuthCodeTTL, 10*time.Minute)
+	def(&c.SessionTTL, 24*time.Hour)
+	def(&c.KeyRotation, 30*24*time.Hour)
+	def(&c.FailureWindow, 15*time.Minute)
+	if c.SigningAlg == "" {
+		c.SigningAlg = tokens.ES256
+	}
+	if len(c.Audience) == 0 {
+		c.Audience = []string{c.Issuer}
+	}
+	if c.MaxFailuresPerAccount == 0 {
+		c.MaxFailuresPerAccount = 5
+	}
+	if c.MaxFailuresPerAddress == 0 {
+		c.MaxFailuresPerAddress = 50
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	u, err := url.Parse(c.Issuer)
+	if c.Issuer == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		errs = append(errs, fmt.Errorf("issuer %q must be an absolute http(s) URL without query or fragment", c.Issuer))
+	}
+	if c.Store == nil {
+		errs = append(errs, errors.New("no store"))
+	}
+	if len(c.Secret) < seal.MinSecretLen {
+		errs = append(errs, fmt.Errorf("secret must be at least %d bytes", seal.MinSecretLen))
+	}
+	return errors.Join(errs...)
+}
+
+// Server is the authorization server.
+type Server struct {
+	cfg      Config
+	issuer   *url.URL
+	oauth    fosite.OAuth2Provider
+	store    storage.Store
+	grants   *grantStore
+	keys     *keyManager
+	clients  *clientDirectory
+	users    *userDirectory
+	sessions *sessionStore
+	pages    *pages
+	// csrfKey and the token HMAC key are derived from the secret, each for
+	// one purpose.
+	csrfKey []byte
+	log     *slog.Logger
+}
+
+// New builds the server. It does not touch the store: keys are created on
+// first use, so a replica can start while Redis is still coming up.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	box, err := seal.New(cfg.Secret)
+	if err != nil {
+		return nil, err
+	}
+	users, err := newUserDirectory(cfg.Users)
+	if err != nil {
+		return nil, err
+	}
+	issuer, _ := url.Parse(cfg.Issuer)
+	s := &Server{
+		cfg:     cfg,
+		issuer:  issuer,
+		store:   cfg.Store,
+		clients: newClientDirectory(cfg.Clients),
+		users:   users,
+		csrfKey: derive(cfg.Secret, "csrf"),
+		log:     cfg.Logger,
+	}
+	algs := []string{cfg.SigningAlg}
+	for _, alg := range []string{tokens.ES256, tokens.RS256} {
+		if alg != cfg.SigningAlg {
+			algs = append(algs, alg)
+		}
+	}
+	retain := max(cfg.AccessTokenTTL, cfg.IDTokenTTL) + 5*time.Minute
+	s.keys = &keyManager{kv: cfg.Store, box: box, algs: algs, rotateEvery: cfg.KeyRotation, retain: retain, now: cfg.Now}
+	s.grants = &grantStore{grants: cfg.Store, clients: s.clients, refreshTTL: cfg.RefreshTokenTTL, now: cfg.Now}
+	s.sessions = &sessionStore{kv: cfg.Store, ttl: cfg.SessionTTL, now: cfg.Now, secure: issuer.Scheme == "https"}
+	if s.pages, err = newPages(); err != nil {
+		return nil, err
+	}
+	s.oauth = s.compose()
+	return s, nil
+}
+
+func derive(secret, purpose string) []byte {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte("stepup " + purpose))
+	return m.Sum(nil)
+}
+
+// compose builds fosite from the grants Stepup supports and nothing else.
+func (s *Server) compose() fosite.OAuth2Provider {
+	cfg := s.cfg
+	fc := &fosite.Config{
+		AccessTokenLifespan:            cfg.AccessTokenTTL,
+		RefreshTokenLifespan:           cfg.RefreshTokenTTL,
+		AuthorizeCodeLifespan:          cfg.AuthCodeTTL,
+		IDTokenLifespan:                cfg.IDTokenTTL,
+		IDTokenIssuer:                  cfg.Issuer,
+		AccessTokenIssuer:              cfg.Issuer,
+		TokenURL:                       cfg.Issuer + "/oauth2/token",
+		ScopeStrategy:                  fosite.ExactScopeStrategy,
+		AudienceMatchingStrategy:       fosite.DefaultAudienceMatchingStrategy,
+		EnforcePKCEForPublicClients:    true,
+		EnablePKCEPlainChallengeMethod: false,
+		ClientSecretsHasher:            secretHasher{},
+		RefreshTokenScopes:             []string{"offline_access"},
+		OmitRedirectScopeParam:         true,
+		TokenEntropy:                   32,
+	}
+	tokenKey := derive(cfg.Secret, "token hmac")
+	strategy := &compose.CommonStrategy{
+		CoreStrategy: &coreStrategy{
+			accessTokens: &accessTokens{issuer: cfg.Issuer, audience: cfg.Audience, alg: cfg.SigningAlg,
+				lifespan: cfg.AccessTokenTTL, keys: s.keys, now: cfg.Now},
+			codeStrategy: &codeStrategy{opaqueTokens{prefix: "stpc_", kind: fosite.AuthorizeCode, key: tokenKey,
+				lifespan: cfg.AuthCodeTTL, now: cfg.Now}},
+			refreshStrategy: &refreshStrategy{opaqueTokens{prefix: "stpr_", kind: fosite.RefreshToken, key: tokenKey,
+				now: cfg.Now}},
+		},
+		OpenIDConnectTokenStrategy: &openid.DefaultStrategy{Signer: idTokenSigner{s.keys}, Config: fc},
+		Signer:                     idTokenSigner{s.keys},
+	}
+	store := &oauthStore{clientDirectory: s.clients, grantStore: s.grants}
+	return compose.Compose(fc, store, strategy,
+		compose.OAuth2AuthorizeExplicitFactory,
+		compose.OAuth2PKCEFactory,
+		compose.OAuth2ClientCredentialsGrantFactory,
+		compose.OAuth2RefreshTokenGrantFactory,
+		compose.OpenIDConnectExplicitFactory,
+		compose.OpenIDConnectRefreshFactory,
+		compose.OAuth2TokenIntrospectionFactory,
+		compose.OAuth2TokenRevocationFactory,
+	)
+}
+
+type coreStrategy struct {
+	*accessTokens
+	*codeStrategy
+	*refreshStrategy
+}
+
+// oauthStore is what fosite sees: clients from the config, grants from the
+// store.
+type oauthStore struct {
+	*clientDirectory
+	*grantStore
+}
+
+var _ fosite.Storage = (*oauthStore)(nil)
+
+// Router is the one method of chi.Router that Route needs.
+type Router interface {
+	Method(method, pattern string, h http.Handler)
+}
+
+// Route mounts every endpoint of the server on r.
+func (s *Server) Route(r Router) {
+	h := func(f http.HandlerFunc) http.Handler { return limitBody(f) }
+	page := func(f http.HandlerFunc) http.Handler { return limitBody(securePage(f)) }
+	r.Method(http.MethodGet, "/.well-known/openid-configuration", h(s.discovery))
+	r.Method(http.MethodGet, "/.well-known/jwks.json", h(s.jwks))
+	r.Method(http.MethodGet, "/oauth2/authorize", page(s.authorize))
+	r.Method(http.MethodPost, "/oauth2/authorize", page(s.authorize))
+	r.Method(http.MethodPost, "/oauth2/token", h(s.token))
+	r.Method(http.MethodPost, "/oauth2/revoke", h(s.revoke))
+	r.Method(http.MethodPost, "/oauth2/introspect", h(s.introspect))
+	r.Method(http.MethodGet, "/oauth2/userinfo", h(s.userinfo))
+	r.Method(http.MethodPost, "/oauth2/userinfo", h(s.userinfo))
+	r.Method(http.MethodGet, "/oauth2/logout", page(s.logout))
+	r.Method(http.MethodPost, "/oauth2/logout", page(s.logout))
+	r.Method(http.MethodGet, "/login", page(s.loginPage))
+	r.Method(http.MethodPost, "/login", page(s.loginSubmit))
+	r.Method(http.MethodGet, "/static/style.css", h(s.pages.style))
+	r.Method(http.MethodGet, "/healthz", h(healthz))
+	r.Method(http.MethodGet, "/readyz", h(s.readyz))
+}
+
+// Handler is the server on its own router-free mux, for tests and simple
+// embedding.
+func (s *Server) Handler() http.Handler {
+	mux := &methodMux{ServeMux: http.NewServeMux()}
+	s.Route(mux)
+	return mux
+}
+
+type methodMux struct{ *http.ServeMux }
+
+func (m *methodMux) Method(method, pattern string, h http.Handler) {
+	m.Handle(method+" "+pattern, h)
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		s.unavailable(w, err)
+		return
+	}
+	healthz(w, r)
+}
+
+// Keys exposes key rotation to the admin command.
+func (s *Server) RotateKeys(ctx context.Context) error { return s.keys.Rotate(ctx) }

@@ -1,0 +1,144 @@
+package authz
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/stepup-dev/stepup/authz/storage"
+	"github.com/stepup-dev/stepup/tokens"
+)
+
+// A LoginSession is what a browser's cookie stands for: who logged in and
+// each factor they completed, with when. Step-up adds factors to it; the amr
+// and auth_time of every token come from it.
+type LoginSession struct {
+	UserID    string    `json:"user_id"`
+	Factors   []Factor  `json:"factors"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Factor is one completed authentication method.
+type Factor struct {
+	Method string    `json:"method"` // pwd, otp, sso:<provider>
+	At     time.Time `json:"at"`
+}
+
+// AMR is the session's amr claim.
+func (ls *LoginSession) AMR() []string {
+	methods := make([]string, 0, len(ls.Factors))
+	for _, f := range ls.Factors {
+		methods = append(methods, f.Method)
+	}
+	return tokens.AMR(methods, false)
+}
+
+// AuthTime is when the most recent factor was completed.
+func (ls *LoginSession) AuthTime() time.Time {
+	var t time.Time
+	for _, f := range ls.Factors {
+		if f.At.After(t) {
+			t = f.At
+		}
+	}
+	return t
+}
+
+// PrimaryAt is when the person last proved who they are with a first factor
+// (password or SSO); max_age is measured against it.
+func (ls *LoginSession) PrimaryAt() time.Time {
+	var t time.Time
+	for _, f := range ls.Factors {
+		if (f.Method == tokens.MethodPassword || strings.HasPrefix(f.Method, tokens.SSOPrefix)) && f.At.After(t) {
+			t = f.At
+		}
+	}
+	return t
+}
+
+// addFactor records method as completed at now, replacing an older record
+// of the same method.
+func (ls *LoginSession) addFactor(method string, now time.Time) {
+	ls.Factors = slices.DeleteFunc(ls.Factors, func(f Factor) bool { return f.Method == method })
+	ls.Factors = append(ls.Factors, Factor{Method: method, At: now})
+}
+
+// sessionStore keeps login sessions in the store under a hash of the cookie
+// value, so the store never holds a usable session id.
+type sessionStore struct {
+	kv     storage.KV
+	ttl    time.Duration
+	now    func() time.Time
+	secure bool
+}
+
+const sessionNS = "session"
+
+func (s *sessionStore) cookieName() string {
+	if s.secure {
+		return "__Host-stepup_session"
+	}
+	return "stepup_session"
+}
+
+func sessionKey(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return b64.EncodeToString(sum[:])
+}
+
+// get returns the browser's session, or nil if it has none (or it expired).
+func (s *sessionStore) get(ctx context.Context, r *http.Request) (*LoginSession, string, error) {
+	c, err := r.Cookie(s.cookieName())
+	if err != nil || len(c.Value) != 43 {
+		return nil, "", nil
+	}
+	data, err := s.kv.Get(ctx, sessionNS, sessionKey(c.Value))
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	var ls LoginSession
+	if err := json.Unmarshal(data, &ls); err != nil {
+		return nil, "", nil // unreadable: treat as logged out
+	}
+	return &ls, c.Value, nil
+}
+
+// save stores ls under a new id and sets the cookie. A fresh id at every
+// change of authentication defeats session fixation.
+func (s *sessionStore) save(ctx context.Context, w http.ResponseWriter, ls *LoginSession, oldID string) error {
+	data, err := json.Marshal(ls)
+	if err != nil {
+		return err
+	}
+	id := randomString(32)
+	if err := s.kv.Put(ctx, sessionNS, sessionKey(id), data, s.ttl); err != nil {
+		return err
+	}
+	if oldID != "" {
+		_ = s.kv.Delete(ctx, sessionNS, sessionKey(oldID))
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: s.cookieName(), Value: id, Path: "/", MaxAge: int(s.ttl.Seconds()),
+		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
+	})
+	return nil
+}
+
+func (s *sessionStore) end(ctx context.Context, w http.ResponseWriter, id string) error {
+	http.SetCookie(w, &http.Cookie{
+		Name: s.cookieName(), Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
+	})
+	if id == "" {
+		return nil
+	}
+	return s.kv.Delete(ctx, sessionNS, sessionKey(id))
+}

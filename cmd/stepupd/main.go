@@ -1,0 +1,278 @@
+// Command stepupd is the Stepup authorization server.
+//
+//	stepupd [serve] [--dev] [--config FILE] [--addr HOST:PORT] [--issuer URL]
+//	stepupd hash-password          (reads a password on stdin, prints its argon2id hash)
+//	stepupd rotate-keys --config FILE
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/stepup-dev/stepup/authz"
+	"github.com/stepup-dev/stepup/internal/config"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "stepupd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, stdout, stderr)
+	case "hash-password":
+		return hashPassword(stdin, stdout)
+	case "rotate-keys":
+		return rotateKeys(ctx, args, stdout, stderr)
+	default:
+		return fmt.Errorf("unknown command %q (commands: serve, hash-password, rotate-keys)", cmd)
+	}
+}
+
+type options struct {
+	dev          bool
+	configPath   string
+	addr, issuer string
+}
+
+func parseFlags(name string, args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("stepupd "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.BoolVar(&o.dev, "dev", false, "development mode: in-memory store, generated keys, a seeded demo user and CLI client")
+	fs.StringVar(&o.configPath, "config", "", "YAML config `file`; every key can also be set with STEPUP_* environment variables")
+	fs.StringVar(&o.addr, "addr", "", "listen address (default 127.0.0.1:8080)")
+	fs.StringVar(&o.issuer, "issuer", "", "public base URL of the server (default http://<addr>)")
+	return o, fs.Parse(args)
+}
+
+// loadConfig reads the file and environment, applies flags, and in dev mode
+// seeds the demo organization, user and client.
+func loadConfig(o options, stdout io.Writer) (*config.Config, *demo, error) {
+	if !o.dev && o.configPath == "" {
+		if _, ok := os.LookupEnv("STEPUP_ISSUER"); !ok {
+			return nil, nil, errors.New("give --config FILE (or STEPUP_* variables) for a real deployment, or --dev to try Stepup out")
+		}
+	}
+	var cfg *config.Config
+	var d *demo
+	var err error
+	if o.configPath != "" {
+		if cfg, err = config.Load(o.configPath, os.LookupEnv); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		cfg = &config.Config{}
+		if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
+			return nil, nil, err
+		}
+	}
+	if o.addr != "" {
+		cfg.Addr = o.addr
+	}
+	if o.issuer != "" {
+		cfg.Issuer = o.issuer
+	}
+	if o.addr != "" && o.issuer == "" && o.configPath == "" {
+		cfg.Issuer = "" // let the default follow the new address
+	}
+	if o.dev {
+		if cfg.Store == "" {
+			cfg.Store = "memory"
+		}
+		if d, err = seedDemo(cfg); err != nil {
+			return nil, nil, err
+		}
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, err
+	}
+	return cfg, d, nil
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags("serve", args, stderr)
+	if err != nil {
+		return err
+	}
+	cfg, d, err := loadConfig(o, stdout)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, o.dev)
+	st, err := openStore(cfg.Store)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	acfg, err := serverConfig(cfg, st, log)
+	if err != nil {
+		return err
+	}
+	srv, err := authz.New(acfg)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
+	}
+	hs := &http.Server{
+		Handler:           router(srv, log),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+
+	log.Info("stepupd listening", "addr", ln.Addr().String(), "issuer", cfg.Issuer, "store", storeKind(cfg.Store))
+	if d != nil {
+		d.print(stdout, cfg)
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	// Stop taking requests, let those in flight finish.
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return hs.Shutdown(shutdownCtx)
+}
+
+func newLogger(w io.Writer, dev bool) *slog.Logger {
+	if dev {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}
+
+// serverConfig turns the file's config into the server's, hashing
+// passwords given in clear.
+func serverConfig(cfg *config.Config, st storeCloser, log *slog.Logger) (authz.Config, error) {
+	c := authz.Config{
+		Issuer:                cfg.Issuer,
+		Store:                 st,
+		Secret:                cfg.Secret,
+		AccessTokenTTL:        time.Duration(cfg.Tokens.AccessTokenTTL),
+		IDTokenTTL:            time.Duration(cfg.Tokens.IDTokenTTL),
+		RefreshTokenTTL:       time.Duration(cfg.Tokens.RefreshTokenTTL),
+		AuthCodeTTL:           time.Duration(cfg.Tokens.AuthCodeTTL),
+		SessionTTL:            time.Duration(cfg.Tokens.SessionTTL),
+		SigningAlg:            cfg.Tokens.SigningAlg,
+		KeyRotation:           time.Duration(cfg.Tokens.KeyRotation),
+		MaxFailuresPerAccount: cfg.Login.MaxFailuresPerAccount,
+		MaxFailuresPerAddress: cfg.Login.MaxFailuresPerAddress,
+		FailureWindow:         time.Duration(cfg.Login.FailureWindow),
+		Logger:                log,
+	}
+	if c.Secret == "" {
+		if storeKind(cfg.Store) != "memory" {
+			return c, errors.New("secret: required with a shared store, so that every replica can read the keys")
+		}
+		c.Secret = randomSecret()
+	}
+	for _, cl := range cfg.Clients {
+		hash := cl.SecretHash
+		if cl.Secret != "" {
+			hash = authz.HashClientSecret(cl.Secret)
+		}
+		c.Clients = append(c.Clients, authz.Client{
+			ID: cl.ID, SecretHash: hash, Public: cl.Public,
+			RedirectURIs: cl.RedirectURIs, PostLogoutRedirectURIs: cl.PostLogoutRedirectURIs,
+			GrantTypes: cl.GrantTypes, ResponseTypes: cl.ResponseTypes, Scopes: cl.Scopes, Audience: cl.Audience,
+			TokenEndpointAuthMethod: cl.TokenEndpointAuthMethod, IDTokenAlg: cl.IDTokenSignedResponseAlg,
+		})
+	}
+	for _, u := range cfg.Users {
+		hash := u.PasswordHash
+		if u.Password != "" {
+			var err error
+			if hash, err = authz.HashPassword(u.Password); err != nil {
+				return c, err
+			}
+		}
+		c.Users = append(c.Users, authz.User{
+			ID: u.ID, Username: u.Username, Email: u.Email, Name: u.Name, PasswordHash: hash,
+			EmailVerified: true, // the operator vouches for the users it seeds
+		})
+	}
+	return c, nil
+}
+
+func hashPassword(stdin io.Reader, stdout io.Writer) error {
+	b, err := io.ReadAll(io.LimitReader(stdin, 4096))
+	if err != nil {
+		return err
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	if pw == "" {
+		return errors.New("give the password on standard input")
+	}
+	h, err := authz.HashPassword(pw)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, h)
+	return err
+}
+
+func rotateKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags("rotate-keys", args, stderr)
+	if err != nil {
+		return err
+	}
+	if o.configPath == "" {
+		return errors.New("rotate-keys needs --config: the keys of a memory store live only inside the running server")
+	}
+	cfg, _, err := loadConfig(o, stdout)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(cfg.Store)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	acfg, err := serverConfig(cfg, st, newLogger(stderr, false))
+	if err != nil {
+		return err
+	}
+	srv, err := authz.New(acfg)
+	if err != nil {
+		return err
+	}
+	if err := srv.RotateKeys(ctx); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, "signing keys rotated; the old keys stay published until the tokens they signed expire")
+	return err
+}
