@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/stepup-dev/stepup/authz"
 	"github.com/stepup-dev/stepup/internal/config"
 )
@@ -120,6 +122,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, o.dev)
+	redis.SetLogger(redisLogger{log})
 	st, err := openStore(cfg.Store)
 	if err != nil {
 		return err
@@ -166,6 +169,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	return hs.Shutdown(shutdownCtx)
+}
+
+// redisLogger sends go-redis's own messages (failed dials) to our log.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }
 
 func newLogger(w io.Writer, dev bool) *slog.Logger {

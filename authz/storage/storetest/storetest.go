@@ -105,11 +105,11 @@ func testPutGet(t *testing.T, h Harness) {
 
 func testExpiry(t *testing.T, h Harness) {
 	s := h.Store
-	check(t, s.Put(ctx, "ns", "short", []byte("x"), 200*time.Millisecond))
+	check(t, s.Put(ctx, "ns", "short", []byte("x"), short))
 	check(t, s.Put(ctx, "ns", "long", []byte("y"), time.Hour))
 	check(t, s.Put(ctx, "ns", "forever", []byte("z"), 0))
 	mustGet(t, s, "ns", "short", "x")
-	h.Advance(400 * time.Millisecond)
+	h.Advance(short + short/2)
 	mustBeMissing(t, s, "ns", "short")
 	mustGet(t, s, "ns", "long", "y")
 	mustGet(t, s, "ns", "forever", "z")
@@ -117,12 +117,12 @@ func testExpiry(t *testing.T, h Harness) {
 
 func testCreate(t *testing.T, h Harness) {
 	s := h.Store
-	check(t, s.Create(ctx, "once", "step", []byte("1"), 200*time.Millisecond))
+	check(t, s.Create(ctx, "once", "step", []byte("1"), short))
 	if err := s.Create(ctx, "once", "step", []byte("2"), time.Second); !errors.Is(err, storage.ErrAlreadyExists) {
 		t.Fatalf("second Create: %v, want ErrAlreadyExists", err)
 	}
 	mustGet(t, s, "once", "step", "1")
-	h.Advance(400 * time.Millisecond)
+	h.Advance(short + short/2)
 	check(t, s.Create(ctx, "once", "step", []byte("3"), time.Second))
 	mustGet(t, s, "once", "step", "3")
 }
@@ -143,16 +143,17 @@ func testTake(t *testing.T, h Harness) {
 func testIncr(t *testing.T, h Harness) {
 	s := h.Store
 	for want := int64(1); want <= 3; want++ {
-		n, err := s.Incr(ctx, "fail", "alice", 300*time.Millisecond)
+		n, err := s.Incr(ctx, "fail", "alice", short)
 		check(t, err)
 		if n != want {
 			t.Fatalf("Incr = %d, want %d", n, want)
 		}
-		// Later increments must not push the window out.
-		h.Advance(50 * time.Millisecond)
+		h.Advance(short / 4)
 	}
-	h.Advance(300 * time.Millisecond)
-	n, err := s.Incr(ctx, "fail", "alice", 300*time.Millisecond)
+	// Now 3/4 into the window, the last increment 1/4 ago. At 5/4 a fixed
+	// window has ended; one that each increment pushed out would not have.
+	h.Advance(short / 2)
+	n, err := s.Incr(ctx, "fail", "alice", short)
 	check(t, err)
 	if n != 1 {
 		t.Fatalf("Incr after the window = %d, want 1 (a fresh window)", n)
@@ -297,12 +298,12 @@ func testFamilyPrefix(t *testing.T, h Harness) {
 
 func testFamilyExpiry(t *testing.T, h Harness) {
 	s := h.Store
-	check(t, s.ApplyFamily(ctx, "short", h.Now().Add(200*time.Millisecond), storage.Put("code:a", []byte("A"))))
-	check(t, s.ApplyFamily(ctx, "long", h.Now().Add(200*time.Millisecond), storage.Put("code:a", []byte("A"))))
+	check(t, s.ApplyFamily(ctx, "short", h.Now().Add(short), storage.Put("code:a", []byte("A"))))
+	check(t, s.ApplyFamily(ctx, "long", h.Now().Add(short), storage.Put("code:a", []byte("A"))))
 	// A later batch extends the family; an earlier expiry never shortens it.
 	check(t, s.ApplyFamily(ctx, "long", h.Now().Add(time.Hour), storage.Put("rt:a", []byte("R"))))
 	check(t, s.ApplyFamily(ctx, "long", h.Now().Add(time.Millisecond), storage.Put("at:a", []byte("T"))))
-	h.Advance(400 * time.Millisecond)
+	h.Advance(short + short/2)
 	if _, err := s.LoadFamily(ctx, "short"); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("expired family: %v, want ErrNotFound", err)
 	}
@@ -310,6 +311,11 @@ func testFamilyExpiry(t *testing.T, h Harness) {
 		t.Fatalf("extended family lost records: %+v", got)
 	}
 }
+
+// short is the lifetime of entries the suite expects to see expire; with
+// Redis it is real time, so it must outlast any pause between a write and
+// the read after it.
+const short = time.Second
 
 const racers = 16
 
