@@ -288,11 +288,6 @@ func (s *Server) tokenSession(ar fosite.AuthorizeRequester, ls *LoginSession, u 
 		c.Extra["email"] = u.Email
 		c.Extra["email_verified"] = u.EmailVerified
 	}
-	alg := tokens.RS256
-	if cc, ok := s.clients.config(ar.GetClient().GetID()); ok && cc.IDTokenAlg != "" {
-		alg = cc.IDTokenAlg
-	}
-	sess.Headers.Extra = map[string]any{"alg": alg}
 	return sess
 }
 

@@ -29,6 +29,9 @@ import (
 type grantStore struct {
 	grants  storage.Grants
 	clients clientLookup
+	// codeSignature maps an authorization code to its signature: fosite
+	// names OpenID Connect records by the code itself.
+	codeSignature func(code string) string
 	// refreshTTL bounds a family whose refresh tokens do not expire.
 	refreshTTL time.Duration
 	now        func() time.Time
@@ -89,16 +92,29 @@ func encodeRequest(r fosite.Requester) ([]byte, error) {
 	})
 }
 
-func (g *grantStore) decodeRequest(ctx context.Context, data []byte, into fosite.Session) (*fosite.Request, error) {
-	var sr storedRequest
-	s, ok := into.(*Session)
-	if !ok || s == nil {
-		s = newSession()
+// decode reads a stored request; within a request with a snapshot, each
+// record is decoded once.
+func (g *grantStore) decode(ctx context.Context, family, name string, data []byte) (*storedRequest, error) {
+	snap, _ := ctx.Value(snapshotKey).(*snapshot)
+	key := family + "/" + name
+	if snap != nil {
+		if sr, ok := snap.decoded[key]; ok {
+			return sr, nil
+		}
 	}
-	sr.Session = s
-	if err := json.Unmarshal(data, &sr); err != nil {
+	sr := &storedRequest{Session: newSession()}
+	if err := json.Unmarshal(data, sr); err != nil {
 		return nil, fmt.Errorf("decoding a stored request: %w", err)
 	}
+	if snap != nil {
+		snap.decoded[key] = sr
+	}
+	return sr, nil
+}
+
+// request rebuilds a fosite request with its own copy of the session, since
+// fosite changes the sessions it is given.
+func (g *grantStore) request(ctx context.Context, sr *storedRequest, form url.Values) (*fosite.Request, error) {
 	client, err := g.clients.GetClient(ctx, sr.ClientID)
 	if err != nil {
 		// The client was removed from the config: its grants are dead.
@@ -112,9 +128,15 @@ func (g *grantStore) decodeRequest(ctx context.Context, data []byte, into fosite
 		GrantedScope:      sr.GrantedScopes,
 		RequestedAudience: sr.Audience,
 		GrantedAudience:   sr.GrantedAudience,
-		Form:              sr.Form,
-		Session:           sr.Session,
+		Form:              form,
+		Session:           sr.Session.Clone(),
 	}, nil
+}
+
+// A code's PKCE and OpenID Connect records are the code's own request with
+// other form values kept, so they store only their form.
+type formRecord struct {
+	Form url.Values `json:"form"`
 }
 
 // toFosite translates a backend error. Unavailability passes through
@@ -140,6 +162,7 @@ const (
 // snapshot is one request's view of the families it reads.
 type snapshot struct {
 	families map[string]map[string]storage.Entry
+	decoded  map[string]*storedRequest
 	// deferred are deletes of records that a later batch of this request
 	// also removes (PKCE and OIDC records go with their code), held back to
 	// save a round trip. If the request fails first, the records stay: they
@@ -151,6 +174,7 @@ type snapshot struct {
 func withSnapshot(ctx context.Context) context.Context {
 	return context.WithValue(ctx, snapshotKey, &snapshot{
 		families: map[string]map[string]storage.Entry{},
+		decoded:  map[string]*storedRequest{},
 		deferred: map[string][]storage.Op{},
 	})
 }
@@ -183,7 +207,7 @@ func (g *grantStore) family(ctx context.Context, family string) (map[string]stor
 
 // get returns the request stored under kind+digest of signature, and whether
 // it has been spent.
-func (g *grantStore) get(ctx context.Context, kind, signature string, session fosite.Session) (*fosite.Request, bool, error) {
+func (g *grantStore) get(ctx context.Context, kind, signature string) (*fosite.Request, bool, error) {
 	family, digest, ok := splitSignature(signature)
 	if !ok {
 		return nil, false, fosite.ErrNotFound
@@ -196,7 +220,26 @@ func (g *grantStore) get(ctx context.Context, kind, signature string, session fo
 	if !ok {
 		return nil, false, fosite.ErrNotFound
 	}
-	r, err := g.decodeRequest(ctx, e.Value, session)
+	name, data, form := kind+digest, e.Value, url.Values(nil)
+	if kind == kindPKCE || kind == kindOIDC {
+		code, ok := f[kindCode+digest]
+		if !ok {
+			return nil, false, fosite.ErrNotFound
+		}
+		var fr formRecord
+		if err := json.Unmarshal(e.Value, &fr); err != nil {
+			return nil, false, fmt.Errorf("decoding a stored %s record: %w", kind, err)
+		}
+		name, data, form = kindCode+digest, code.Value, fr.Form
+	}
+	sr, err := g.decode(ctx, family, name, data)
+	if err != nil {
+		return nil, false, err
+	}
+	if form == nil {
+		form = sr.Form
+	}
+	r, err := g.request(ctx, sr, form)
 	if err != nil {
 		return nil, false, err
 	}
@@ -227,7 +270,13 @@ func (g *grantStore) put(ctx context.Context, kind, signature string, r fosite.R
 	if !ok {
 		return fmt.Errorf("malformed signature for %s record", kind)
 	}
-	data, err := encodeRequest(r)
+	var data []byte
+	var err error
+	if kind == kindPKCE || kind == kindOIDC {
+		data, err = json.Marshal(formRecord{Form: r.GetRequestForm()})
+	} else {
+		data, err = encodeRequest(r)
+	}
 	if err != nil {
 		return err
 	}
@@ -271,7 +320,7 @@ func (g *grantStore) CreateAuthorizeCodeSession(ctx context.Context, signature s
 }
 
 func (g *grantStore) GetAuthorizeCodeSession(ctx context.Context, signature string, session fosite.Session) (fosite.Requester, error) {
-	r, spent, err := g.get(ctx, kindCode, signature, session)
+	r, spent, err := g.get(ctx, kindCode, signature)
 	if err != nil {
 		return nil, toFosite(err)
 	}
@@ -296,7 +345,7 @@ func (g *grantStore) CreatePKCERequestSession(ctx context.Context, signature str
 }
 
 func (g *grantStore) GetPKCERequestSession(ctx context.Context, signature string, session fosite.Session) (fosite.Requester, error) {
-	r, _, err := g.get(ctx, kindPKCE, signature, session)
+	r, _, err := g.get(ctx, kindPKCE, signature)
 	if err != nil {
 		return nil, toFosite(err)
 	}
@@ -307,12 +356,12 @@ func (g *grantStore) DeletePKCERequestSession(ctx context.Context, signature str
 	return g.deferDelete(ctx, kindPKCE, signature)
 }
 
-func (g *grantStore) CreateOpenIDConnectSession(ctx context.Context, signature string, r fosite.Requester) error {
-	return g.put(ctx, kindOIDC, signature, r, g.expiry(r, fosite.AuthorizeCode, 10*time.Minute))
+func (g *grantStore) CreateOpenIDConnectSession(ctx context.Context, code string, r fosite.Requester) error {
+	return g.put(ctx, kindOIDC, g.codeSignature(code), r, g.expiry(r, fosite.AuthorizeCode, 10*time.Minute))
 }
 
-func (g *grantStore) GetOpenIDConnectSession(ctx context.Context, signature string, r fosite.Requester) (fosite.Requester, error) {
-	got, _, err := g.get(ctx, kindOIDC, signature, r.GetSession())
+func (g *grantStore) GetOpenIDConnectSession(ctx context.Context, code string, _ fosite.Requester) (fosite.Requester, error) {
+	got, _, err := g.get(ctx, kindOIDC, g.codeSignature(code))
 	if errors.Is(err, fosite.ErrNotFound) {
 		return nil, openid.ErrNoSessionFound
 	}
@@ -322,8 +371,8 @@ func (g *grantStore) GetOpenIDConnectSession(ctx context.Context, signature stri
 	return got, nil
 }
 
-func (g *grantStore) DeleteOpenIDConnectSession(ctx context.Context, signature string) error {
-	return g.deferDelete(ctx, kindOIDC, signature)
+func (g *grantStore) DeleteOpenIDConnectSession(ctx context.Context, code string) error {
+	return g.deferDelete(ctx, kindOIDC, g.codeSignature(code))
 }
 
 // Access tokens.
@@ -333,7 +382,7 @@ func (g *grantStore) CreateAccessTokenSession(ctx context.Context, signature str
 }
 
 func (g *grantStore) GetAccessTokenSession(ctx context.Context, signature string, session fosite.Session) (fosite.Requester, error) {
-	r, _, err := g.get(ctx, kindAccess, signature, session)
+	r, _, err := g.get(ctx, kindAccess, signature)
 	if err != nil {
 		return nil, toFosite(err)
 	}
@@ -361,7 +410,7 @@ func (g *grantStore) CreateRefreshTokenSession(ctx context.Context, signature, _
 // GetRefreshTokenSession reads a spent (rotated or revoked) token as
 // inactive, with its request, which is how fosite detects reuse.
 func (g *grantStore) GetRefreshTokenSession(ctx context.Context, signature string, session fosite.Session) (fosite.Requester, error) {
-	r, spent, err := g.get(ctx, kindRefresh, signature, session)
+	r, spent, err := g.get(ctx, kindRefresh, signature)
 	if err != nil {
 		return nil, toFosite(err)
 	}
@@ -408,8 +457,10 @@ func (g *grantStore) Commit(ctx context.Context) error {
 		ops := t.ops[family]
 		if snap != nil {
 			ops = append(snap.deferred[family], ops...)
+			// The snapshot stays: the rest of this request (fosite's
+			// OpenID Connect handler, which reads the code's record after
+			// the commit removed it) sees the state it started from.
 			delete(snap.deferred, family)
-			delete(snap.families, family) // what we read is no longer current
 		}
 		err := g.grants.ApplyFamily(ctx, family, t.expires[family], ops...)
 		switch {

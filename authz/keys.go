@@ -222,17 +222,22 @@ func (m *keyManager) publicKey(ctx context.Context, kid string) (any, error) {
 	return k.Key, nil
 }
 
-// idTokenSigner is fosite's signer for ID tokens. The algorithm comes from
-// the session's header "alg" (the client's id_token_signed_response_alg),
-// defaulting to RS256 as OpenID Connect requires.
-type idTokenSigner struct{ keys *keyManager }
+// idTokenSigner is fosite's signer for ID tokens. It signs with the
+// algorithm the audience client registered (id_token_signed_response_alg),
+// RS256 by default as OpenID Connect requires.
+type idTokenSigner struct {
+	keys    *keyManager
+	clients *clientDirectory
+}
 
 var _ fositejwt.Signer = idTokenSigner{}
 
-func (s idTokenSigner) Generate(ctx context.Context, claims fositejwt.MapClaims, header fositejwt.Mapper) (string, string, error) {
+func (s idTokenSigner) Generate(ctx context.Context, claims fositejwt.MapClaims, _ fositejwt.Mapper) (string, string, error) {
 	alg := tokens.RS256
-	if a, ok := header.ToMap()["alg"].(string); ok && a != "" {
-		alg = a
+	if aud, ok := claims["aud"].([]string); ok && len(aud) > 0 {
+		if c, ok := s.clients.config(aud[0]); ok && c.IDTokenAlg != "" {
+			alg = c.IDTokenAlg
+		}
 	}
 	signer, err := s.keys.Signer(ctx, alg)
 	if err != nil {

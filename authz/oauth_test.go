@@ -15,6 +15,8 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/stepup-dev/stepup/authz"
 )
 
 var bg = context.Background()
@@ -545,5 +547,30 @@ func TestLogout(t *testing.T) {
 	p = b.get(cfg.AuthCodeURL("state-0123456789"))
 	if !strings.HasPrefix(p.Request.URL.Path, "/login") {
 		t.Fatalf("after logout, authorization did not ask to log in: %s", p.Request.URL)
+	}
+}
+
+func TestIDTokenAlgorithmPerClient(t *testing.T) {
+	for _, alg := range []string{"", "ES256", "RS256"} {
+		t.Run("ok/"+alg, func(t *testing.T) {
+			ts := newTestServer(t, func(c *authz.Config) { c.Clients[0].IDTokenAlg = alg })
+			tok, _ := exchange(t, ts, newBrowser(t, ts.Issuer))
+			raw := tok.Extra("id_token").(string)
+			want := alg
+			if want == "" {
+				want = "RS256" // OpenID Connect's default
+			}
+			if h, _ := jwtParts(t, raw); h["alg"] != want {
+				t.Fatalf("ID token alg = %v, want %s", h["alg"], want)
+			}
+			provider, err := oidc.NewProvider(bg, ts.Issuer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := provider.Verifier(&oidc.Config{ClientID: cliClient, SupportedSigningAlgs: []string{want}})
+			if _, err := v.Verify(bg, raw); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -191,19 +191,26 @@ func (s *Server) compose() fosite.OAuth2Provider {
 		TokenEntropy:                   32,
 	}
 	tokenKey := derive(cfg.Secret, "token hmac")
+	codes := &codeStrategy{opaqueTokens{prefix: "stpc_", kind: fosite.AuthorizeCode, key: tokenKey,
+		lifespan: cfg.AuthCodeTTL, now: cfg.Now}}
+	s.grants.codeSignature = codes.signature
 	strategy := &compose.CommonStrategy{
 		CoreStrategy: &coreStrategy{
 			accessTokens: &accessTokens{issuer: cfg.Issuer, audience: cfg.Audience, alg: cfg.SigningAlg,
 				lifespan: cfg.AccessTokenTTL, keys: s.keys, now: cfg.Now},
-			codeStrategy: &codeStrategy{opaqueTokens{prefix: "stpc_", kind: fosite.AuthorizeCode, key: tokenKey,
-				lifespan: cfg.AuthCodeTTL, now: cfg.Now}},
+			codeStrategy: codes,
 			refreshStrategy: &refreshStrategy{opaqueTokens{prefix: "stpr_", kind: fosite.RefreshToken, key: tokenKey,
 				now: cfg.Now}},
 		},
-		OpenIDConnectTokenStrategy: &openid.DefaultStrategy{Signer: idTokenSigner{s.keys}, Config: fc},
-		Signer:                     idTokenSigner{s.keys},
+		OpenIDConnectTokenStrategy: &openid.DefaultStrategy{Signer: idTokenSigner{s.keys, s.clients}, Config: fc},
+		Signer:                     idTokenSigner{s.keys, s.clients},
 	}
 	store := &oauthStore{clientDirectory: s.clients, grantStore: s.grants}
+	defer func() {
+		for i, h := range fc.TokenEndpointHandlers {
+			fc.TokenEndpointHandlers[i] = quietSkip{h}
+		}
+	}()
 	return compose.Compose(fc, store, strategy,
 		compose.OAuth2AuthorizeExplicitFactory,
 		compose.OAuth2PKCEFactory,
@@ -214,6 +221,25 @@ func (s *Server) compose() fosite.OAuth2Provider {
 		compose.OAuth2TokenIntrospectionFactory,
 		compose.OAuth2TokenRevocationFactory,
 	)
+}
+
+// quietSkip answers a token request that a handler does not serve with the
+// bare ErrUnknownRequest. fosite asks every handler and its handlers wrap
+// that answer in a stack trace, which cost 7% of a token request.
+type quietSkip struct{ fosite.TokenEndpointHandler }
+
+func (q quietSkip) HandleTokenEndpointRequest(ctx context.Context, r fosite.AccessRequester) error {
+	if !q.CanHandleTokenEndpointRequest(ctx, r) {
+		return fosite.ErrUnknownRequest
+	}
+	return q.TokenEndpointHandler.HandleTokenEndpointRequest(ctx, r)
+}
+
+func (q quietSkip) PopulateTokenEndpointResponse(ctx context.Context, r fosite.AccessRequester, resp fosite.AccessResponder) error {
+	if !q.CanHandleTokenEndpointRequest(ctx, r) {
+		return fosite.ErrUnknownRequest
+	}
+	return q.TokenEndpointHandler.PopulateTokenEndpointResponse(ctx, r, resp)
 }
 
 type coreStrategy struct {

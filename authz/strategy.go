@@ -188,7 +188,13 @@ func (a *accessTokens) GenerateAccessToken(ctx context.Context, r fosite.Request
 	if err != nil {
 		return "", "", err
 	}
-	return token, a.AccessTokenSignature(ctx, token), nil
+	_, jws, _ := cutLast(token)
+	return token, accessSignature(family, jws), nil
+}
+
+func accessSignature(family, jwsSignature string) string {
+	sum := sha256.Sum256([]byte(jwsSignature))
+	return family + "." + b64.EncodeToString(sum[:])
 }
 
 func (a *accessTokens) AccessTokenSignature(_ context.Context, token string) string {
@@ -210,8 +216,7 @@ func (a *accessTokens) AccessTokenSignature(_ context.Context, token string) str
 	if !ok || !validFamily(family) {
 		return ""
 	}
-	sum := sha256.Sum256([]byte(parts[2]))
-	return family + "." + b64.EncodeToString(sum[:])
+	return accessSignature(family, parts[2])
 }
 
 func (a *accessTokens) ValidateAccessToken(ctx context.Context, _ fosite.Requester, token string) error {

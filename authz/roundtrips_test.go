@@ -1,0 +1,90 @@
+package authz_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/stepup-dev/stepup/authz"
+	"github.com/stepup-dev/stepup/authz/storage"
+)
+
+// countingStore counts store calls; with Redis each is one round trip.
+type countingStore struct {
+	storage.Store
+	calls atomic.Int64
+}
+
+func (c *countingStore) Get(ctx context.Context, ns, key string) ([]byte, error) {
+	c.calls.Add(1)
+	return c.Store.Get(ctx, ns, key)
+}
+func (c *countingStore) Put(ctx context.Context, ns, key string, v []byte, ttl time.Duration) error {
+	c.calls.Add(1)
+	return c.Store.Put(ctx, ns, key, v, ttl)
+}
+func (c *countingStore) Delete(ctx context.Context, ns, key string) error {
+	c.calls.Add(1)
+	return c.Store.Delete(ctx, ns, key)
+}
+func (c *countingStore) Update(ctx context.Context, ns, key string, ttl time.Duration, fn func([]byte) ([]byte, error)) error {
+	c.calls.Add(1)
+	return c.Store.Update(ctx, ns, key, ttl, fn)
+}
+func (c *countingStore) LoadFamily(ctx context.Context, f string) (map[string]storage.Entry, error) {
+	c.calls.Add(1)
+	return c.Store.LoadFamily(ctx, f)
+}
+func (c *countingStore) ApplyFamily(ctx context.Context, f string, exp time.Time, ops ...storage.Op) error {
+	c.calls.Add(1)
+	return c.Store.ApplyFamily(ctx, f, exp, ops...)
+}
+
+// TestStoreCallsPerGrant pins the batching of the fosite adapter: fosite
+// makes about ten storage calls per code exchange; Stepup turns them into
+// one read and one write of the grant's family.
+func TestStoreCallsPerGrant(t *testing.T) {
+	var cs *countingStore
+	ts := newTestServer(t, func(c *authz.Config) {
+		cs = &countingStore{Store: c.Store}
+		c.Store = cs
+	})
+	b := newBrowser(t, ts.Issuer)
+	cfg := cliConfig(ts.Issuer, "53682")
+	// Warm the key cache so that it does not count below.
+	if _, err := (&clientcredentials.Config{ClientID: svcClient, ClientSecret: svcSecret, TokenURL: ts.Issuer + "/oauth2/token"}).Token(bg); err != nil {
+		t.Fatal(err)
+	}
+	v := oauth2.GenerateVerifier()
+	code := b.authorize(cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v))).Query().Get("code")
+
+	measure := func(name string, want int64, fn func()) {
+		t.Helper()
+		before := cs.calls.Load()
+		fn()
+		if got := cs.calls.Load() - before; got != want {
+			t.Errorf("%s: %d store calls, want %d", name, got, want)
+		}
+	}
+	var tok *oauth2.Token
+	measure("code exchange", 2, func() {
+		var err error
+		if tok, err = cfg.Exchange(bg, code, oauth2.VerifierOption(v)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	measure("refresh", 2, func() {
+		if _, err := cfg.TokenSource(bg, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	measure("client_credentials", 1, func() {
+		if _, err := (&clientcredentials.Config{ClientID: svcClient, ClientSecret: svcSecret, TokenURL: ts.Issuer + "/oauth2/token"}).Token(bg); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
