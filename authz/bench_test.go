@@ -245,7 +245,7 @@ type bareSess struct {
 }
 
 func (s *bareSess) GetJWTClaims() jwt.JWTClaimsContainer { return s.jwt.GetJWTClaims() }
-func (s *bareSess) GetJWTHeader() *jwt.Headers          { return s.jwt.GetJWTHeader() }
+func (s *bareSess) GetJWTHeader() *jwt.Headers           { return s.jwt.GetJWTHeader() }
 func (s *bareSess) Clone() fosite.Session {
 	return &bareSess{DefaultSession: s.DefaultSession.Clone().(*openid.DefaultSession), jwt: s.jwt.Clone().(*oauth2.JWTSession)}
 }
