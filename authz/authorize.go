@@ -68,6 +68,10 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		requestedAt = p.RequestedAt
 	} else {
 		requestedAt = s.cfg.Now()
+		if err := r.ParseForm(); err == nil && (r.Form.Has("request") || r.Form.Has("request_uri")) {
+			s.refuseRequestObject(w, r)
+			return
+		}
 	}
 
 	ar, err := s.oauth.NewAuthorizeRequest(ctx, r)
@@ -123,6 +127,23 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	resp.AddParameter("iss", s.cfg.Issuer) // RFC 9207
 	s.oauth.WriteAuthorizeResponse(ctx, w, ar, resp)
+}
+
+// refuseRequestObject answers a request object, which Stepup does not
+// support, as OpenID Connect asks: request_not_supported, by redirect when
+// the rest of the request names a client and a redirect URI we trust.
+func (s *Server) refuseRequestObject(w http.ResponseWriter, r *http.Request) {
+	form := url.Values{}
+	for k, v := range r.Form {
+		if k != "request" && k != "request_uri" {
+			form[k] = v
+		}
+	}
+	ar, err := s.oauth.NewAuthorizeRequest(r.Context(), replay(r, form))
+	if err == nil {
+		err = fosite.ErrRequestNotSupported.WithHint("Stepup does not accept request objects; send the parameters in the query.")
+	}
+	s.authorizeError(w, ar, err)
 }
 
 // replay turns a stored authorization request back into an HTTP request.

@@ -292,3 +292,11 @@ func exchange(t testing.TB, ts *testServer, b *browser, extra ...oauth2.AuthCode
 	}
 	return tok, cfg
 }
+
+// serve runs one request through h in-process.
+func serve(h http.Handler, method, target string, body io.Reader) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, target, body)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}

@@ -74,7 +74,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		s.authorizeError(w, nil, err)
 		return
 	}
-	if attempts > int64(s.cfg.MaxFailuresPerAccount) || addrFailures > int64(s.cfg.MaxFailuresPerAddress) {
+	if attempts > int64(s.cfg.MaxFailuresPerAccount) || addrFailures >= int64(s.cfg.MaxFailuresPerAddress) {
 		page.Error = "Too many failed sign-in attempts. Wait " + s.cfg.FailureWindow.String() + " and try again."
 		s.render(w, s.pages.login, http.StatusTooManyRequests, page)
 		return
