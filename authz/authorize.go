@@ -25,8 +25,11 @@ import (
 // request is replayed through fosite with its original time, so prompt=login
 // and max_age are judged against when the client asked.
 type pendingAuthorization struct {
-	Form        url.Values `json:"form"`
+	Form        url.Values `json:"form,omitempty"`
 	RequestedAt time.Time  `json:"requested_at"`
+	// Return, instead of Form, is a page of ours to go back to once the
+	// person has logged in (an account page).
+	Return string `json:"return,omitempty"`
 }
 
 const (
@@ -95,18 +98,23 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	if ls != nil {
 		user, _ = s.users.get(ls.UserID)
 	}
-	if user == nil || needsPrimaryLogin(ar, ls, requestedAt) {
+	next, err := s.nextStep(ctx, ar, ls, user, requestedAt)
+	if err != nil {
+		s.authorizeError(w, ar, err)
+		return
+	}
+	if next != "" {
 		if prompts(ar).Has("none") {
-			s.authorizeError(w, ar, fosite.ErrLoginRequired.WithHint("The person must sign in, and prompt=none forbids asking them."))
+			s.authorizeError(w, ar, fosite.ErrLoginRequired.WithHint("The person must authenticate, and prompt=none forbids asking them."))
 			return
 		}
 		if challenge == "" {
-			if challenge, err = s.savePending(ctx, ar, requestedAt); err != nil {
+			if challenge, err = s.savePending(ctx, pendingAuthorization{Form: ar.GetRequestForm(), RequestedAt: requestedAt}); err != nil {
 				s.authorizeError(w, ar, err)
 				return
 			}
 		}
-		http.Redirect(w, r, "/login?challenge="+challenge, http.StatusSeeOther)
+		http.Redirect(w, r, next+"?challenge="+challenge, http.StatusSeeOther)
 		return
 	}
 
@@ -157,8 +165,8 @@ func replay(r *http.Request, form url.Values) *http.Request {
 	return r2
 }
 
-func (s *Server) savePending(ctx context.Context, ar fosite.AuthorizeRequester, requestedAt time.Time) (string, error) {
-	data, err := json.Marshal(pendingAuthorization{Form: ar.GetRequestForm(), RequestedAt: requestedAt})
+func (s *Server) savePending(ctx context.Context, p pendingAuthorization) (string, error) {
+	data, err := json.Marshal(p)
 	if err != nil {
 		return "", err
 	}
@@ -170,27 +178,59 @@ func prompts(ar fosite.AuthorizeRequester) fosite.Arguments {
 	return fosite.RemoveEmpty(strings.Split(ar.GetRequestForm().Get("prompt"), " "))
 }
 
-// needsPrimaryLogin: prompt=login asks for a login after the request was
-// made; max_age for one no older than that many seconds before it.
-func needsPrimaryLogin(ar fosite.AuthorizeRequester, ls *LoginSession, requestedAt time.Time) bool {
-	primary := ls.PrimaryAt()
-	if primary.IsZero() {
-		return true
+// Pages that collect what a request still needs.
+const (
+	pagePassword = "/login"
+	pageOTP      = "/login/otp"
+	pageEnroll   = "/account/security"
+)
+
+// nextStep returns the page that collects what the request still needs
+// from this person, or "" when the session is enough: a password login,
+// then a second factor if the person has one or the request demands one
+// (enrolling an authenticator first if they have none).
+func (s *Server) nextStep(ctx context.Context, ar fosite.AuthorizeRequester, ls *LoginSession, u *User, requestedAt time.Time) (string, error) {
+	if u == nil || !fresh(ar, ls.PrimaryAt(), requestedAt) {
+		return pagePassword, nil
 	}
-	if prompts(ar).Has("login") && primary.Before(requestedAt) {
-		return true
+	enrolled, err := s.mfa.enabled(ctx, u.ID)
+	if err != nil {
+		return "", err
+	}
+	demanded := strings.Fields(ar.GetRequestForm().Get("amr"))
+	if !enrolled && !slices.Contains(demanded, tokens.MethodOTP) && !slices.Contains(demanded, tokens.MethodMFA) {
+		return "", nil
+	}
+	if fresh(ar, ls.factorAt(tokens.MethodOTP), requestedAt) {
+		return "", nil
+	}
+	if !enrolled {
+		return pageEnroll, nil
+	}
+	return pageOTP, nil
+}
+
+// fresh says whether a factor completed at `at` still counts for the
+// request: prompt=login wants it done after the request was made, max_age
+// no longer than that many seconds before.
+func fresh(ar fosite.AuthorizeRequester, at, requestedAt time.Time) bool {
+	if at.IsZero() {
+		return false
+	}
+	if prompts(ar).Has("login") && at.Before(requestedAt) {
+		return false
 	}
 	if v := ar.GetRequestForm().Get("max_age"); v != "" {
 		secs, _ := strconv.ParseInt(v, 10, 64) // validated in checkAuthorizeRequest
-		if primary.Add(time.Duration(secs) * time.Second).Before(requestedAt) {
-			return true
+		if at.Add(time.Duration(secs) * time.Second).Before(requestedAt) {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
 // supportedAMR are the methods a request may demand today.
-var supportedAMR = []string{tokens.MethodPassword}
+var supportedAMR = []string{tokens.MethodPassword, tokens.MethodOTP, tokens.MethodMFA}
 
 // checkAuthorizeRequest refuses, before anyone is asked to log in, a
 // request that could never succeed.

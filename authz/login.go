@@ -1,14 +1,12 @@
 package authz
 
 import (
-	"context"
 	"errors"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
+	"time"
 
-	"github.com/stepup-dev/stepup/authz/storage"
 	"github.com/stepup-dev/stepup/tokens"
 )
 
@@ -69,7 +67,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		s.authorizeError(w, nil, err)
 		return
 	}
-	addrFailures, err := s.counter(ctx, addr)
+	addrFailures, err := counter(ctx, s.store, throttleNS, addr)
 	if err != nil {
 		s.authorizeError(w, nil, err)
 		return
@@ -96,24 +94,123 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	if ls == nil || ls.UserID != user.ID {
 		ls = &LoginSession{UserID: user.ID, CreatedAt: s.cfg.Now()}
 	}
-	ls.addFactor(tokens.MethodPassword, s.cfg.Now())
+	ls.addFactor(tokens.MethodPassword, "", s.cfg.Now())
 	if err := s.sessions.save(ctx, w, ls, oldID); err != nil {
 		s.authorizeError(w, nil, err)
 		return
 	}
-	http.Redirect(w, r, "/oauth2/authorize?resume="+challenge, http.StatusSeeOther)
+	s.continueLogin(w, r, challenge, p, ls)
 }
 
-// counter reads a throttle counter; an absent one is zero.
-func (s *Server) counter(ctx context.Context, key string) (int64, error) {
-	v, err := s.store.Get(ctx, throttleNS, key)
-	if errors.Is(err, storage.ErrNotFound) {
-		return 0, nil
+// continueLogin sends the browser on once a factor is done: back to the
+// authorization, which decides what else it needs; or, for an account
+// page, through the second factor if the person has one.
+func (s *Server) continueLogin(w http.ResponseWriter, r *http.Request, challenge string, p *pendingAuthorization, ls *LoginSession) {
+	ctx := r.Context()
+	if p.Return == "" {
+		http.Redirect(w, r, "/oauth2/authorize?resume="+challenge, http.StatusSeeOther)
+		return
 	}
+	enrolled, err := s.mfa.enabled(ctx, ls.UserID)
 	if err != nil {
-		return 0, err
+		s.authorizeError(w, nil, err)
+		return
 	}
-	return strconv.ParseInt(string(v), 10, 64)
+	if enrolled && ls.factorAt(tokens.MethodOTP).IsZero() {
+		http.Redirect(w, r, pageOTP+"?challenge="+challenge, http.StatusSeeOther)
+		return
+	}
+	_ = s.store.Delete(ctx, pendingNS, challenge)
+	http.Redirect(w, r, p.Return, http.StatusSeeOther)
+}
+
+type otpPage struct {
+	Title, Error, CSRF, Challenge string
+}
+
+// otpForm asks for the second factor of a person who has logged in with a
+// password (or SSO): the code alone, never the password again.
+func (s *Server) otpForm(w http.ResponseWriter, r *http.Request) {
+	challenge := r.URL.Query().Get("challenge")
+	p, err := s.loadPending(r.Context(), challenge)
+	if err != nil {
+		s.pendingError(w, err)
+		return
+	}
+	ls, _, err := s.sessions.get(r.Context(), r)
+	if err != nil {
+		s.authorizeError(w, nil, err)
+		return
+	}
+	if ls == nil {
+		http.Redirect(w, r, pagePassword+"?challenge="+challenge, http.StatusSeeOther)
+		return
+	}
+	allowFormTarget(w, p.Form.Get("redirect_uri"))
+	s.render(w, s.pages.otp, http.StatusOK, otpPage{Title: "Two-factor authentication", CSRF: s.csrfToken(w, r), Challenge: challenge})
+}
+
+func (s *Server) otpSubmit(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if err := r.ParseForm(); err != nil || !s.csrfValid(r) {
+		s.showError(w, http.StatusForbidden, "Cannot verify",
+			"This form has expired or did not come from this site. Go back, reload the page and try again.")
+		return
+	}
+	challenge := r.PostFormValue("challenge")
+	p, err := s.loadPending(ctx, challenge)
+	if err != nil {
+		s.pendingError(w, err)
+		return
+	}
+	ls, sid, err := s.sessions.get(ctx, r)
+	if err != nil {
+		s.authorizeError(w, nil, err)
+		return
+	}
+	if ls == nil {
+		http.Redirect(w, r, pagePassword+"?challenge="+challenge, http.StatusSeeOther)
+		return
+	}
+	allowFormTarget(w, p.Form.Get("redirect_uri"))
+	page := otpPage{Title: "Two-factor authentication", CSRF: s.csrfToken(w, r), Challenge: challenge}
+	via, err := s.mfa.verify(ctx, ls.UserID, r.PostFormValue("code"), clientIP(r))
+	if err != nil {
+		if status, msg, ok := codeError(err); ok {
+			page.Error = msg
+			s.render(w, s.pages.otp, status, page)
+			return
+		}
+		s.authorizeError(w, nil, err)
+		return
+	}
+	if via == "totp" {
+		via = ""
+	}
+	ls.addFactor(tokens.MethodOTP, via, s.cfg.Now())
+	if err := s.sessions.save(ctx, w, ls, sid); err != nil {
+		s.authorizeError(w, nil, err)
+		return
+	}
+	s.continueLogin(w, r, challenge, p, ls)
+}
+
+// codeError turns a second-factor outcome into what the page says.
+func codeError(err error) (status int, msg string, ok bool) {
+	var te throttledError
+	switch {
+	case errors.As(err, &te):
+		return http.StatusTooManyRequests, "Too many wrong codes. Try again in " + te.wait.Round(time.Second).String() + ".", true
+	case errors.Is(err, errCodeMalformed):
+		return http.StatusBadRequest, "Enter the 6-digit code from your authenticator app, or one of your recovery codes.", true
+	case errors.Is(err, errCodeWrong):
+		return http.StatusUnauthorized, "That code is not right. Check the time on your phone and try the current code.", true
+	case errors.Is(err, errCodeReplayed):
+		return http.StatusUnauthorized, "That code was already used. Wait for the next code and enter it.", true
+	case errors.Is(err, errNoSetup):
+		return http.StatusConflict, "Your authenticator setup expired or was removed. Start the setup again.", true
+	}
+	return 0, "", false
 }
 
 func clientIP(r *http.Request) string {

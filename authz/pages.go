@@ -14,8 +14,8 @@ import (
 var webFS embed.FS
 
 type pages struct {
-	login, message *template.Template
-	css            []byte
+	login, message, otp, security *template.Template
+	css                           []byte
 }
 
 func newPages() (*pages, error) {
@@ -28,6 +28,12 @@ func newPages() (*pages, error) {
 		return nil, err
 	}
 	if p.message, err = parse("message.html"); err != nil {
+		return nil, err
+	}
+	if p.otp, err = parse("otp.html"); err != nil {
+		return nil, err
+	}
+	if p.security, err = parse("security.html"); err != nil {
 		return nil, err
 	}
 	if p.css, err = webFS.ReadFile("web/style.css"); err != nil {

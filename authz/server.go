@@ -20,6 +20,7 @@ import (
 
 	"github.com/stepup-dev/stepup/authz/storage"
 	"github.com/stepup-dev/stepup/internal/seal"
+	"github.com/stepup-dev/stepup/mfa"
 	"github.com/stepup-dev/stepup/tokens"
 )
 
@@ -34,6 +35,7 @@ type Config struct {
 	Secret  string
 	Clients []Client
 	Users   []User
+	Orgs    []Org
 
 	AccessTokenTTL  time.Duration // 1h
 	IDTokenTTL      time.Duration // 1h
@@ -51,6 +53,9 @@ type Config struct {
 	MaxFailuresPerAccount int           // 5
 	MaxFailuresPerAddress int           // 50
 	FailureWindow         time.Duration // 15m
+	// TOTPSkew is how many 30-second steps either side of now a code may
+	// come from, for clocks that drift.
+	TOTPSkew uint // 1
 
 	Now    func() time.Time // time.Now
 	Logger *slog.Logger     // slog.Default()
@@ -80,6 +85,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxFailuresPerAddress == 0 {
 		c.MaxFailuresPerAddress = 50
+	}
+	if c.TOTPSkew == 0 {
+		c.TOTPSkew = 1
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -115,6 +123,7 @@ type Server struct {
 	clients  *clientDirectory
 	users    *userDirectory
 	sessions *sessionStore
+	mfa      *secondFactors
 	pages    *pages
 	// csrfKey and the token HMAC key are derived from the secret, each for
 	// one purpose.
@@ -157,6 +166,11 @@ func New(cfg Config) (*Server, error) {
 	s.keys = &keyManager{kv: cfg.Store, box: box, algs: algs, rotateEvery: cfg.KeyRotation, retain: retain, now: cfg.Now}
 	s.grants = &grantStore{grants: cfg.Store, clients: s.clients, refreshTTL: cfg.RefreshTokenTTL, now: cfg.Now}
 	s.sessions = &sessionStore{kv: cfg.Store, ttl: cfg.SessionTTL, now: cfg.Now, secure: issuer.Scheme == "https"}
+	s.mfa = &secondFactors{
+		kv: cfg.Store, box: box, recovery: mfa.NewRecoveryHasher(derive(cfg.Secret, "recovery codes")),
+		throttle: mfa.Throttle{}, skew: cfg.TOTPSkew, issuer: issuer.Hostname(),
+		maxPerAddress: cfg.MaxFailuresPerAddress, now: cfg.Now,
+	}
 	if s.pages, err = newPages(); err != nil {
 		return nil, err
 	}
@@ -279,7 +293,14 @@ func (s *Server) Route(r Router) {
 	r.Method(http.MethodPost, "/oauth2/logout", page(s.logout))
 	r.Method(http.MethodGet, "/login", page(s.loginPage))
 	r.Method(http.MethodPost, "/login", page(s.loginSubmit))
+	r.Method(http.MethodGet, "/login/otp", page(s.otpForm))
+	r.Method(http.MethodPost, "/login/otp", page(s.otpSubmit))
+	r.Method(http.MethodGet, "/account/security", page(s.securityPage))
+	for _, action := range []string{"setup", "verify", "recovery-codes", "disable"} {
+		r.Method(http.MethodPost, "/account/security/"+action, page(s.securityPost(action)))
+	}
 	r.Method(http.MethodGet, "/static/style.css", h(s.pages.style))
+	r.Method(http.MethodGet, "/api/me", h(s.me))
 	r.Method(http.MethodGet, "/healthz", h(healthz))
 	r.Method(http.MethodGet, "/readyz", h(s.readyz))
 }

@@ -27,6 +27,9 @@ type LoginSession struct {
 type Factor struct {
 	Method string    `json:"method"` // pwd, otp, sso:<provider>
 	At     time.Time `json:"at"`
+	// Via tells how, where a method has several ways: "recovery" for an
+	// otp factor completed with a recovery code.
+	Via string `json:"via,omitempty"`
 }
 
 // AMR is the session's amr claim.
@@ -61,11 +64,21 @@ func (ls *LoginSession) PrimaryAt() time.Time {
 	return t
 }
 
+// factorAt is when method was last completed; zero if never.
+func (ls *LoginSession) factorAt(method string) time.Time {
+	for _, f := range ls.Factors {
+		if f.Method == method {
+			return f.At
+		}
+	}
+	return time.Time{}
+}
+
 // addFactor records method as completed at now, replacing an older record
 // of the same method.
-func (ls *LoginSession) addFactor(method string, now time.Time) {
+func (ls *LoginSession) addFactor(method, via string, now time.Time) {
 	ls.Factors = slices.DeleteFunc(ls.Factors, func(f Factor) bool { return f.Method == method })
-	ls.Factors = append(ls.Factors, Factor{Method: method, At: now})
+	ls.Factors = append(ls.Factors, Factor{Method: method, At: now, Via: via})
 }
 
 // sessionStore keeps login sessions in the store under a hash of the cookie

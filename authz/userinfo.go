@@ -38,10 +38,15 @@ func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "invalid_token", "The token's user no longer exists.")
 		return
 	}
+	enrolled, err := s.mfa.enabled(r.Context(), u.ID)
+	if err != nil {
+		s.unavailable(w, err)
+		return
+	}
 	claims := map[string]any{
 		"sub":         u.ID,
-		"mfa_enabled": false, // no second factor can be enrolled yet
-		"sso_enabled": false,
+		"mfa_enabled": enrolled,
+		"sso_enabled": len(ssoProviders(sess)) > 0,
 	}
 	scopes := ar.GetGrantedScopes()
 	if scopes.Has("profile") {

@@ -235,6 +235,13 @@ func serverConfig(cfg *config.Config, st storeCloser, log *slog.Logger) (authz.C
 			EmailVerified: true, // the operator vouches for the users it seeds
 		})
 	}
+	for _, o := range cfg.Orgs {
+		org := authz.Org{ID: o.ID, Name: o.Name}
+		for _, m := range o.Members {
+			org.Members = append(org.Members, authz.Member{UserID: m.User, Role: m.Role})
+		}
+		c.Orgs = append(c.Orgs, org)
+	}
 	return c, nil
 }
 

@@ -1,0 +1,258 @@
+package authz_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pquerna/otp/totp"
+	"golang.org/x/oauth2"
+
+	"github.com/stepup-dev/stepup/authz"
+	"github.com/stepup-dev/stepup/authz/storage/memory"
+)
+
+var (
+	secretOnPage   = regexp.MustCompile(`id="totp-secret">([A-Z2-7]+)<`)
+	recoveryOnPage = regexp.MustCompile(`<li><code>([a-z0-9]{5}-[a-z0-9]{5})</code></li>`)
+)
+
+// enroll turns MFA on for the browser's person through the account page and
+// returns the TOTP secret and the recovery codes.
+func enroll(t *testing.T, ts *testServer, b *browser) (string, []string) {
+	t.Helper()
+	p := b.get(ts.Issuer + "/account/security")
+	if p.StatusCode != 200 || !strings.Contains(p.Body, "Set up application") {
+		t.Fatalf("account page: %d %s", p.StatusCode, p.Body)
+	}
+	p = b.post(ts.Issuer+"/account/security/setup", formValues(p))
+	m := secretOnPage.FindStringSubmatch(p.Body)
+	if m == nil || !strings.Contains(p.Body, "<img src=\"data:image/png;base64,") || !strings.Contains(p.Body, "alt=\"QR code") {
+		t.Fatalf("setup page without QR code and secret: %s", p.Body)
+	}
+	secret := m[1]
+	form := formValues(p)
+	form.Set("code", code(t, secret, ts.Clock.Now()))
+	p = b.post(ts.Issuer+"/account/security/verify", form)
+	codes := recoveryOnPage.FindAllStringSubmatch(p.Body, -1)
+	if p.StatusCode != 200 || len(codes) != 10 || !strings.Contains(p.Body, "Multi-factor authentication is on") {
+		t.Fatalf("after Verify & save: %d %s", p.StatusCode, p.Body)
+	}
+	var out []string
+	for _, c := range codes {
+		out = append(out, c[1])
+	}
+	return secret, out
+}
+
+func code(t *testing.T, secret string, at time.Time) string {
+	t.Helper()
+	c, err := totp.GenerateCode(secret, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// passwordThenOTP starts a CLI authorization in a new browser, logs in with
+// the password, and returns the second-factor page.
+func passwordThenOTP(t *testing.T, ts *testServer) (*browser, page, string) {
+	t.Helper()
+	b := newBrowser(t, ts.Issuer)
+	verifier := oauth2.GenerateVerifier()
+	cfg := cliConfig(ts.Issuer, "53682")
+	p := b.get(cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(verifier)))
+	p = b.login(p, "alice", alicePassword)
+	if p.Request.URL.Path != "/login/otp" || !strings.Contains(p.Body, `name="code"`) {
+		t.Fatalf("after the password, want the code page, got %d at %s (Location %q)", p.StatusCode, p.Request.URL, p.Header.Get("Location"))
+	}
+	return b, p, verifier
+}
+
+func submitCode(b *browser, p page, c string) page {
+	form := formValues(p)
+	form.Set("code", c)
+	return b.post(b.issuer+"/login/otp", form)
+}
+
+func tokensFrom(t *testing.T, ts *testServer, p page, verifier string) *oauth2.Token {
+	t.Helper()
+	back := redirectOf(t, p)
+	tok, err := cliConfig(ts.Issuer, "53682").Exchange(bg, back.Query().Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func amrOf(t *testing.T, tok *oauth2.Token) []string {
+	_, c := jwtParts(t, tok.AccessToken)
+	return strs(c["amr"])
+}
+
+func TestMFAEnrollAndLogin(t *testing.T) {
+	ts := newTestServer(t, nil)
+	b := newBrowser(t, ts.Issuer)
+	tok, _ := exchange(t, ts, b)
+	if got := amrOf(t, tok); !slices.Equal(got, []string{"pwd"}) {
+		t.Fatalf("before MFA, amr = %v", got)
+	}
+	secret, recovery := enroll(t, ts, b)
+
+	// The API says so.
+	req, _ := http.NewRequest(http.MethodGet, ts.Issuer+"/api/me", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var me map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&me)
+	resp.Body.Close()
+	if me["mfa_enabled"] != true || me["username"] != "alice" {
+		t.Fatalf("/api/me = %v", me)
+	}
+
+	// A new login asks for the password, then the code; nothing before.
+	b2, p, verifier := passwordThenOTP(t, ts)
+	if r := submitCode(b2, p, "000000"); r.StatusCode != http.StatusUnauthorized || !strings.Contains(r.Body, "That code is not right") {
+		t.Fatalf("wrong code: %d", r.StatusCode)
+	}
+	if r := submitCode(b2, p, "12ab"); r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("malformed code: %d", r.StatusCode)
+	}
+	// The enrollment used the current step; the next one is within the
+	// accepted skew. (Moving the server clock ahead instead would put
+	// auth_time in fosite's future: it checks against the wall clock.)
+	now := code(t, secret, ts.Clock.Now().Add(30*time.Second))
+	tok = tokensFrom(t, ts, submitCode(b2, p, now), verifier)
+	if got := amrOf(t, tok); !slices.Equal(got, []string{"otp", "pwd", "mfa"}) {
+		t.Fatalf("after password and code, amr = %v", got)
+	}
+	raw := tok.Extra("id_token").(string)
+	if _, c := jwtParts(t, raw); c["acr"] != "urn:stepup:acr:mfa" || !slices.Contains(strs(c["amr"]), "mfa") {
+		t.Fatalf("ID token claims = %v", c)
+	}
+
+	// The same code cannot be used again, in any browser.
+	b3, p3, v3 := passwordThenOTP(t, ts)
+	if r := submitCode(b3, p3, now); r.StatusCode != http.StatusUnauthorized || !strings.Contains(r.Body, "already used") {
+		t.Fatalf("replayed code: %d %s", r.StatusCode, r.Body)
+	}
+	// A recovery code works once.
+	tok = tokensFrom(t, ts, submitCode(b3, p3, strings.ToUpper(recovery[3])), v3)
+	if got := amrOf(t, tok); !slices.Contains(got, "mfa") {
+		t.Fatalf("recovery login amr = %v", got)
+	}
+	b4, p4, _ := passwordThenOTP(t, ts)
+	if r := submitCode(b4, p4, recovery[3]); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("reused recovery code: %d", r.StatusCode)
+	}
+}
+
+func TestMFAThrottle(t *testing.T) {
+	ts := newTestServer(t, nil)
+	b := newBrowser(t, ts.Issuer)
+	exchange(t, ts, b)
+	secret, _ := enroll(t, ts, b)
+	b2, p, _ := passwordThenOTP(t, ts)
+	for i := range 5 {
+		if r := submitCode(b2, p, "000000"); r.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("wrong code %d: %d", i+1, r.StatusCode)
+		}
+	}
+	// The sixth attempt is allowed but starts the wait; the next must wait.
+	submitCode(b2, p, "000000")
+	next := code(t, secret, ts.Clock.Now().Add(30*time.Second))
+	r := submitCode(b2, p, next)
+	if r.StatusCode != http.StatusTooManyRequests || !strings.Contains(r.Body, "Try again in") {
+		t.Fatalf("during the wait, the right code: %d %s", r.StatusCode, r.Body)
+	}
+	ts.Clock.Advance(31 * time.Second)
+	r = submitCode(b2, p, next)
+	if r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("after the wait, the right code: %d %s", r.StatusCode, r.Body)
+	}
+}
+
+// TestAuthorizeDemandingMFAEnrollsFirst: a request with amr=mfa from a
+// person without an authenticator takes them through setup, then back.
+func TestAuthorizeDemandingMFAEnrollsFirst(t *testing.T) {
+	ts := newTestServer(t, nil)
+	b := newBrowser(t, ts.Issuer)
+	exchange(t, ts, b) // a password session
+	cfg := cliConfig(ts.Issuer, "53682")
+	verifier := oauth2.GenerateVerifier()
+	p := b.get(cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("amr", "mfa")))
+	if p.Request.URL.Path != "/account/security" || !strings.Contains(p.Body, "Set up application") {
+		t.Fatalf("amr=mfa without an authenticator: %d at %s", p.StatusCode, p.Request.URL)
+	}
+	p = b.post(ts.Issuer+"/account/security/setup", formValues(p))
+	secret := secretOnPage.FindStringSubmatch(p.Body)[1]
+	form := formValues(p)
+	form.Set("code", code(t, secret, ts.Clock.Now()))
+	p = b.post(ts.Issuer+"/account/security/verify", form)
+	cont := regexp.MustCompile(`href="(/oauth2/authorize\?resume=[^"]+)"`).FindStringSubmatch(p.Body)
+	if cont == nil {
+		t.Fatalf("no Continue link after setup: %s", p.Body)
+	}
+	tok := tokensFrom(t, ts, b.get(ts.Issuer+htmlUnescape(cont[1])), verifier)
+	if got := amrOf(t, tok); !slices.Equal(got, []string{"otp", "pwd", "mfa"}) {
+		t.Fatalf("amr = %v", got)
+	}
+	// With a session that already has both factors, amr=mfa needs nothing more.
+	p = b.get(cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("amr", "mfa")))
+	if redirectOf(t, p).Query().Get("code") == "" {
+		t.Fatal("amr=mfa with an mfa session asked for more")
+	}
+}
+
+// TestTOTPCodeOnceAcrossReplicas: two servers on one store; a code
+// accepted by one is refused by the other.
+func TestTOTPCodeOnceAcrossReplicas(t *testing.T) {
+	clk := &clock{}
+	shared := memory.New(memory.Config{Now: clk.Now})
+	share := func(c *authz.Config) { c.Store, c.Now = shared, clk.Now }
+	a := newTestServer(t, share)
+	a.Clock = clk
+	bsrv := newTestServer(t, share)
+	bsrv.Clock = clk
+	ba := newBrowser(t, a.Issuer)
+	exchange(t, a, ba)
+	secret, _ := enroll(t, a, ba)
+	c := code(t, secret, clk.Now().Add(30*time.Second))
+	b1, p1, _ := passwordThenOTP(t, a)
+	b2, p2, _ := passwordThenOTP(t, bsrv)
+	if r := submitCode(b1, p1, c); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("on A: %d", r.StatusCode)
+	}
+	if r := submitCode(b2, p2, c); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the same code on B: %d, want 401", r.StatusCode)
+	}
+}
+
+func TestMFADisableNeedsCode(t *testing.T) {
+	ts := newTestServer(t, nil)
+	b := newBrowser(t, ts.Issuer)
+	exchange(t, ts, b)
+	secret, _ := enroll(t, ts, b)
+	p := b.get(ts.Issuer + "/account/security")
+	form := formValues(p)
+	form.Set("code", "000000")
+	if r := b.post(ts.Issuer+"/account/security/disable", form); r.StatusCode != http.StatusUnauthorized || !strings.Contains(r.Body, "is on") {
+		t.Fatalf("disable with a wrong code: %d", r.StatusCode)
+	}
+	form.Set("code", code(t, secret, ts.Clock.Now().Add(30*time.Second)))
+	if r := b.post(ts.Issuer+"/account/security/disable", form); r.StatusCode != 200 || !strings.Contains(r.Body, "Multi-factor authentication is off") {
+		t.Fatalf("disable with the right code: %d %s", r.StatusCode, r.Body)
+	}
+	// Password alone is enough again.
+	tok, _ := exchange(t, ts, newBrowser(t, ts.Issuer))
+	if got := amrOf(t, tok); !slices.Equal(got, []string{"pwd"}) {
+		t.Fatalf("after disabling, amr = %v", got)
+	}
+}
