@@ -1,0 +1,118 @@
+package tokens
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Requirements are what an organization demands of how a person
+// authenticated: methods that must all be in amr ("mfa", "sso:acme"), and
+// optionally how recent the authentication must be.
+type Requirements struct {
+	AMR []string `json:"amr"`
+	// MaxAge, in seconds since auth_time; nil demands no freshness.
+	MaxAge *int64 `json:"max_age"`
+}
+
+// Satisfied reports whether nothing is required.
+func (r Requirements) Satisfied() bool { return len(r.AMR) == 0 && r.MaxAge == nil }
+
+// Missing is the one policy function: what a token with this amr and
+// auth_time lacks for r at now. The result is itself a Requirements, which
+// is what a step-up must collect; Satisfied() when the token is enough.
+func Missing(r Requirements, amr []string, authTime, now time.Time) Requirements {
+	var out Requirements
+	for _, m := range r.AMR {
+		if !slices.Contains(amr, m) && !slices.Contains(out.AMR, m) {
+			out.AMR = append(out.AMR, m)
+		}
+	}
+	if r.MaxAge != nil && (authTime.IsZero() || now.Sub(authTime) > time.Duration(*r.MaxAge)*time.Second) {
+		out.MaxAge = r.MaxAge
+	}
+	return out
+}
+
+// ErrorInsufficientAuthentication is RFC 9470's error code.
+const ErrorInsufficientAuthentication = "insufficient_user_authentication"
+
+const challengeDescription = "Additional authentication is required"
+
+// WWWAuthenticate is the header value of a step-up challenge for missing m.
+func (m Requirements) WWWAuthenticate() string {
+	v := `Bearer error="` + ErrorInsufficientAuthentication + `", error_description="` + challengeDescription + `"`
+	if len(m.AMR) > 0 {
+		v += `, amr="` + strings.Join(m.AMR, " ") + `"`
+	}
+	if m.MaxAge != nil {
+		v += `, max_age="` + strconv.FormatInt(*m.MaxAge, 10) + `"`
+	}
+	return v
+}
+
+// ChallengeBody is the JSON body that goes with the header.
+type ChallengeBody struct {
+	Error       string   `json:"error"`
+	Description string   `json:"error_description"`
+	AMR         []string `json:"amr"`
+	MaxAge      *int64   `json:"max_age,omitempty"`
+}
+
+// Body is the JSON body of a step-up challenge for missing m.
+func (m Requirements) Body() ChallengeBody {
+	amr := m.AMR
+	if amr == nil {
+		amr = []string{}
+	}
+	return ChallengeBody{Error: ErrorInsufficientAuthentication, Description: challengeDescription + ": " + m.Describe(", "), AMR: amr, MaxAge: m.MaxAge}
+}
+
+// Describe names each missing thing for a person, joined by sep.
+func (m Requirements) Describe(sep string) string {
+	var parts []string
+	for _, a := range m.AMR {
+		parts = append(parts, describeMethod(a))
+	}
+	if m.MaxAge != nil {
+		parts = append(parts, fmt.Sprintf("A login within the last %s", time.Duration(*m.MaxAge)*time.Second))
+	}
+	return strings.Join(parts, sep)
+}
+
+func describeMethod(m string) string {
+	switch {
+	case m == MethodMFA:
+		return "Multi-factor authentication (MFA)"
+	case m == MethodOTP:
+		return "A code from an authenticator app (OTP)"
+	case m == MethodPassword:
+		return "Your password"
+	case strings.HasPrefix(m, SSOPrefix):
+		return fmt.Sprintf("Single sign-on (SSO), provider: %q", strings.TrimPrefix(m, SSOPrefix))
+	}
+	return fmt.Sprintf("Authentication method %q", m)
+}
+
+// SSHDenied is the text an SSH gateway writes to the person's terminal when
+// the certificate's authentication is not enough for the service. The
+// Parameters line is one line of JSON that the CLI reads to step up.
+func (m Requirements) SSHDenied(service, username, userID string) string {
+	params, _ := json.Marshal(struct {
+		AMR    []string `json:"amr"`
+		MaxAge *int64   `json:"max_age,omitempty"`
+	}{m.Body().AMR, m.MaxAge})
+	var b strings.Builder
+	fmt.Fprintf(&b, "Error: Access denied\nService: %s\nUser: %s (%s)\nParameters: %s\nDetail: %s:\n", service, username, userID, params, challengeDescription)
+	b.WriteString("\t - " + m.Describe("\n\t - ") + "\n")
+	return b.String()
+}
+
+// SSHNoAccess is the text for a person who is not a member of the
+// service's organization; it does not tell whether the service exists.
+func SSHNoAccess(service, username, userID string) string {
+	return fmt.Sprintf("Error: The service doesn't exist or you do not have access to it.\nService: %s\nUser: %s (%s)\n", service, username, userID)
+}
