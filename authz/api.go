@@ -1,16 +1,53 @@
 package authz
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 
 	"github.com/ory/fosite"
+
+	"github.com/stepup-dev/stepup/tokens"
 )
 
 // Org is an organization and its members, from the config.
 type Org struct {
 	ID, Name string
-	Members  []Member
+	// MFARequired and SSOProvider are what the organization demands of
+	// every member's authentication.
+	MFARequired bool
+	SSOProvider string
+	Members     []Member
+}
+
+// Requirements is the organization's policy in the policy function's terms.
+func (o *Org) Requirements() tokens.Requirements {
+	var r tokens.Requirements
+	if o.MFARequired {
+		r.AMR = append(r.AMR, tokens.MethodMFA)
+	}
+	if o.SSOProvider != "" {
+		r.AMR = append(r.AMR, tokens.SSOMethod(o.SSOProvider))
+	}
+	return r
+}
+
+func (o *Org) role(userID string) (string, bool) {
+	for _, m := range o.Members {
+		if m.UserID == userID {
+			return m.Role, true
+		}
+	}
+	return "", false
+}
+
+func (s *Server) org(id string) (*Org, bool) {
+	for i := range s.cfg.Orgs {
+		if s.cfg.Orgs[i].ID == id {
+			return &s.cfg.Orgs[i], true
+		}
+	}
+	return nil, false
 }
 
 // Member is a user's role in an organization: owner, admin or member.
@@ -19,17 +56,22 @@ type Member struct {
 }
 
 // bearer authenticates an API request by its access token: signature,
-// expiry and revocation. It answers the failure itself.
-func (s *Server) bearer(w http.ResponseWriter, r *http.Request) (*Session, bool) {
+// expiry and revocation, and the scopes given. It answers the failure itself.
+func (s *Server) bearer(w http.ResponseWriter, r *http.Request, scopes ...string) (*Session, bool) {
 	token := fosite.AccessTokenFromRequest(r)
 	if token == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="`+s.cfg.Issuer+`"`)
 		writeError(w, http.StatusUnauthorized, "invalid_request", "Send an access token as 'Authorization: Bearer <token>'.")
 		return nil, false
 	}
-	_, ar, err := s.oauth.IntrospectToken(r.Context(), token, fosite.AccessToken, newSession())
+	_, ar, err := s.oauth.IntrospectToken(r.Context(), token, fosite.AccessToken, newSession(), scopes...)
 	if isUnavailable(err) {
 		s.unavailable(w, err)
+		return nil, false
+	}
+	if errors.Is(err, fosite.ErrScopeNotGranted) || errors.Is(err, fosite.ErrInvalidScope) {
+		w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+strings.Join(scopes, " ")+`"`)
+		writeError(w, http.StatusForbidden, "insufficient_scope", "The access token lacks the scope "+strings.Join(scopes, " ")+".")
 		return nil, false
 	}
 	if err != nil {
@@ -74,6 +116,30 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 		"id": u.ID, "username": u.Username, "email": u.Email,
 		"mfa_enabled": enrolled, "sso_providers": ssoProviders(sess), "orgs": orgs,
 	})
+}
+
+// access is GET /api/orgs/{org}/access/{user_id}, for resource servers
+// acting with their own client credentials (scope access.read): is the
+// person a member, and what does the organization demand of their
+// authentication.
+func (s *Server) access(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.bearer(w, r, "access.read"); !ok {
+		return
+	}
+	o, ok := s.org(r.PathValue("org"))
+	var role string
+	if ok {
+		role, ok = o.role(r.PathValue("user_id"))
+	}
+	if !ok {
+		writeJSON(w, http.StatusOK, map[string]any{"member": false})
+		return
+	}
+	req := o.Requirements()
+	if req.AMR == nil {
+		req.AMR = []string{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"member": true, "role": role, "requirements": req})
 }
 
 // ssoProviders lists the providers a token's login went through.

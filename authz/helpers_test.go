@@ -82,6 +82,11 @@ func baseConfig(store storage.Store, now func() time.Time) authz.Config {
 			{ID: "u_alice", Username: "alice", Email: "alice@example.com", Name: "Alice", PasswordHash: hashOnce(), EmailVerified: true},
 			{ID: "u_bob", Username: "bob", Email: "bob@example.com", PasswordHash: hashOnce(), EmailVerified: true},
 		},
+		Orgs: []authz.Org{
+			{ID: "acme", Name: "ACME", MFARequired: true, SSOProvider: "acme",
+				Members: []authz.Member{{UserID: "u_alice", Role: "owner"}}},
+			{ID: "other", Name: "Other", Members: []authz.Member{{UserID: "u_bob", Role: "member"}}},
+		},
 		Now: now,
 	}
 }

@@ -301,6 +301,7 @@ func (s *Server) Route(r Router) {
 	}
 	r.Method(http.MethodGet, "/static/style.css", h(s.pages.style))
 	r.Method(http.MethodGet, "/api/me", h(s.me))
+	r.Method(http.MethodGet, "/api/orgs/{org}/access/{user_id}", h(s.access))
 	r.Method(http.MethodGet, "/healthz", h(healthz))
 	r.Method(http.MethodGet, "/readyz", h(s.readyz))
 }
