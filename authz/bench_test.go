@@ -77,13 +77,6 @@ func BenchmarkTokenEndpoint(b *testing.B) {
 			report(b, 2)
 		})
 	})
-	b.Run("fosite-memory-default-bcrypt", func(b *testing.B) {
-		bf := newBareFosite(b, nil)
-		b.Run("client_credentials", func(b *testing.B) {
-			benchClientCredentials(b, bf)
-			report(b, 1)
-		})
-	})
 }
 
 func rawES256(b *testing.B) float64 {
