@@ -175,8 +175,8 @@ func (ts *benchServer) stepupCodes(b *testing.B) func(int) []url.Values {
 }
 
 // bareFosite is fosite as its documentation composes it: its own memory
-// store, JWT access tokens (ES256), OpenID Connect, PKCE. hasher nil keeps
-// fosite's default client-secret hasher (bcrypt).
+// store, JWT access tokens (ES256), OpenID Connect, PKCE; hasher nil would
+// keep fosite's default client-secret hasher (bcrypt, 241 ms a check here).
 type bareFosite struct {
 	provider fosite.OAuth2Provider
 }
