@@ -3,7 +3,6 @@ package authz
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -18,160 +17,50 @@ import (
 	"github.com/stepup-dev/stepup/tokens"
 )
 
-// keyManager keeps the signing keys in the store, sealed with the operator's
-// secret, so that every replica signs with the same keys and sees the same
-// rotations. Reads are served from a cache that lasts until the next
-// rotation or a short refresh interval, whichever is first.
+// keyManager holds the JWT signing keys: a sealedKeys record, and the
+// signers built for the current key set.
 type keyManager struct {
-	kv          storage.KV
-	box         *seal.Box
-	algs        []string
-	rotateEvery time.Duration
-	// retain is how long a retired key stays published: the longest
-	// lifetime of anything it signed.
-	retain time.Duration
-	now    func() time.Time
+	sealedKeys[tokens.KeySet, *tokens.KeySet]
+	algs []string
 
-	mu          sync.Mutex
-	set         *tokens.KeySet
-	signers     map[string]*tokens.Signer
-	freshUntil  time.Time
-	lastRefresh time.Time
+	mu      sync.Mutex
+	signed  *tokens.KeySet // the set signers were built for
+	signers map[string]*tokens.Signer
 }
 
-const (
-	keysNS  = "keys"
-	keysKey = "signing"
-	// keysRefresh bounds how long another replica's rotation stays unseen.
-	keysRefresh = time.Minute
-	// unknownKidBackoff rate-limits reloads caused by tokens with a kid we
-	// do not know, which anyone can send.
-	unknownKidBackoff = 5 * time.Second
-)
-
-var keysAAD = []byte("stepup signing keys v1")
-
-func (m *keyManager) current(ctx context.Context) (*tokens.KeySet, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.set != nil && m.now().Before(m.freshUntil) {
-		return m.set, nil
+func newKeyManager(kv storage.KV, box *seal.Box, algs []string, rotateEvery, retain time.Duration, now func() time.Time) *keyManager {
+	return &keyManager{
+		algs: algs,
+		sealedKeys: sealedKeys[tokens.KeySet, *tokens.KeySet]{
+			kv: kv, box: box, name: "signing", now: now,
+			create: func(now time.Time) (*tokens.KeySet, error) { return tokens.NewKeySet(algs, now, rotateEvery) },
+			rotate: func(s *tokens.KeySet, now time.Time) error { return s.Rotate(now, rotateEvery, retain) },
+			// The operator changed the algorithms: start a new set.
+			stale: func(s *tokens.KeySet) bool { return strings.Join(s.Algorithms(), ",") != strings.Join(algs, ",") },
+		},
 	}
-	return m.reloadLocked(ctx)
-}
-
-// reloadLocked reads the record, creating or rotating it where due. Only
-// creation and rotation write, inside Update, so replicas racing to rotate
-// agree on one result.
-func (m *keyManager) reloadLocked(ctx context.Context) (*tokens.KeySet, error) {
-	now := m.now()
-	m.lastRefresh = now
-	set, err := m.read(ctx)
-	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return nil, err
-	}
-	if set == nil || set.RotationDue(now) || !sameAlgs(set.Algorithms(), m.algs) {
-		set = nil
-		err = m.kv.Update(ctx, keysNS, keysKey, 0, func(old []byte) ([]byte, error) {
-			s, err := m.open(old)
-			if err != nil {
-				return nil, err
-			}
-			switch {
-			case s == nil || !sameAlgs(s.Algorithms(), m.algs):
-				// First start, or the operator changed algorithms.
-				if s, err = tokens.NewKeySet(m.algs, now, m.rotateEvery); err != nil {
-					return nil, err
-				}
-			case s.RotationDue(now):
-				if err := s.Rotate(now, m.rotateEvery, m.retain); err != nil {
-					return nil, err
-				}
-			}
-			set = s
-			return m.seal(s)
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	signers := map[string]*tokens.Signer{}
-	for _, alg := range set.Algorithms() {
-		if signers[alg], err = set.Signer(alg); err != nil {
-			return nil, err
-		}
-	}
-	m.set, m.signers = set, signers
-	m.freshUntil = now.Add(keysRefresh)
-	if set.NextRotation.Before(m.freshUntil) {
-		m.freshUntil = set.NextRotation
-	}
-	return set, nil
-}
-
-func sameAlgs(a, b []string) bool {
-	return strings.Join(a, ",") == strings.Join(b, ",")
-}
-
-func (m *keyManager) read(ctx context.Context) (*tokens.KeySet, error) {
-	data, err := m.kv.Get(ctx, keysNS, keysKey)
-	if err != nil {
-		return nil, err
-	}
-	return m.open(data)
-}
-
-func (m *keyManager) open(data []byte) (*tokens.KeySet, error) {
-	if data == nil {
-		return nil, nil
-	}
-	plain, err := m.box.Open(data, keysAAD)
-	if err != nil {
-		return nil, fmt.Errorf("the stored signing keys cannot be decrypted: is this the secret they were sealed with? %w", err)
-	}
-	var s tokens.KeySet
-	if err := json.Unmarshal(plain, &s); err != nil {
-		return nil, fmt.Errorf("decoding the stored signing keys: %w", err)
-	}
-	return &s, nil
-}
-
-func (m *keyManager) seal(s *tokens.KeySet) ([]byte, error) {
-	plain, err := json.Marshal(s)
-	if err != nil {
-		return nil, err
-	}
-	return m.box.Seal(plain, keysAAD), nil
 }
 
 // Rotate rotates now, whatever the schedule (the admin command).
-func (m *keyManager) Rotate(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	err := m.kv.Update(ctx, keysNS, keysKey, 0, func(old []byte) ([]byte, error) {
-		s, err := m.open(old)
-		if err != nil || s == nil {
-			return nil, errors.Join(err, errors.New("no signing keys to rotate yet"))
-		}
-		if err := s.Rotate(m.now(), m.rotateEvery, m.retain); err != nil {
-			return nil, err
-		}
-		return m.seal(s)
-	})
-	if err != nil {
-		return err
-	}
-	m.freshUntil = time.Time{}
-	_, err = m.reloadLocked(ctx)
-	return err
-}
+func (m *keyManager) Rotate(ctx context.Context) error { return m.rotateNow(ctx) }
 
 func (m *keyManager) Signer(ctx context.Context, alg string) (*tokens.Signer, error) {
-	if _, err := m.current(ctx); err != nil {
+	set, err := m.current(ctx)
+	if err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.signed != set {
+		// Building a signer prepares its key; do it once per key set.
+		signers := map[string]*tokens.Signer{}
+		for _, a := range set.Algorithms() {
+			if signers[a], err = set.Signer(a); err != nil {
+				return nil, err
+			}
+		}
+		m.signed, m.signers = set, signers
+	}
 	s, ok := m.signers[alg]
 	if !ok {
 		return nil, fmt.Errorf("no signing key for algorithm %s", alg)
@@ -199,12 +88,7 @@ func (m *keyManager) Verify(ctx context.Context, token string) ([]byte, string, 
 	if !errors.Is(err, tokens.ErrUnknownKey) {
 		return payload, typ, err
 	}
-	m.mu.Lock()
-	if m.now().Sub(m.lastRefresh) >= unknownKidBackoff {
-		set, err = m.reloadLocked(ctx)
-	}
-	m.mu.Unlock()
-	if err != nil {
+	if set, err = m.reloadIfAllowed(ctx); err != nil {
 		return nil, "", err
 	}
 	return set.Verify(token, m.now())

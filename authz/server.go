@@ -163,7 +163,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	retain := max(cfg.AccessTokenTTL, cfg.IDTokenTTL) + 5*time.Minute
-	s.keys = &keyManager{kv: cfg.Store, box: box, algs: algs, rotateEvery: cfg.KeyRotation, retain: retain, now: cfg.Now}
+	s.keys = newKeyManager(cfg.Store, box, algs, cfg.KeyRotation, retain, cfg.Now)
 	s.grants = &grantStore{grants: cfg.Store, clients: s.clients, refreshTTL: cfg.RefreshTokenTTL, now: cfg.Now}
 	s.sessions = &sessionStore{kv: cfg.Store, ttl: cfg.SessionTTL, now: cfg.Now, secure: issuer.Scheme == "https"}
 	s.mfa = &secondFactors{
