@@ -45,6 +45,8 @@ type Config struct {
 	// SigningAlg signs access tokens: ES256 (default), RS256 or EdDSA.
 	SigningAlg  string
 	KeyRotation time.Duration // 30 days
+	// SSHCARotation rotates the SSH user CA key.
+	SSHCARotation time.Duration // 90 days
 	// Audience of access tokens whose grant names none; the issuer by default.
 	Audience []string
 
@@ -73,6 +75,7 @@ func (c *Config) setDefaults() {
 	def(&c.AuthCodeTTL, 10*time.Minute)
 	def(&c.SessionTTL, 24*time.Hour)
 	def(&c.KeyRotation, 30*24*time.Hour)
+	def(&c.SSHCARotation, 90*24*time.Hour)
 	def(&c.FailureWindow, 15*time.Minute)
 	if c.SigningAlg == "" {
 		c.SigningAlg = tokens.ES256
@@ -124,6 +127,7 @@ type Server struct {
 	users    *userDirectory
 	sessions *sessionStore
 	mfa      *secondFactors
+	ssh      *sshAuthority
 	pages    *pages
 	// csrfKey and the token HMAC key are derived from the secret, each for
 	// one purpose.
@@ -166,6 +170,9 @@ func New(cfg Config) (*Server, error) {
 	s.keys = newKeyManager(cfg.Store, box, algs, cfg.KeyRotation, retain, cfg.Now)
 	s.grants = &grantStore{grants: cfg.Store, clients: s.clients, refreshTTL: cfg.RefreshTokenTTL, now: cfg.Now}
 	s.sessions = &sessionStore{kv: cfg.Store, ttl: cfg.SessionTTL, now: cfg.Now, secure: issuer.Scheme == "https"}
+	// A rotated CA stays trusted a day: longer than any certificate (an
+	// hour) plus any gateway's cache of the authority list.
+	s.ssh = newSSHAuthority(cfg.Store, box, issuer.Hostname(), cfg.SSHCARotation, 24*time.Hour, cfg.Now)
 	s.mfa = &secondFactors{
 		kv: cfg.Store, box: box, recovery: mfa.NewRecoveryHasher(derive(cfg.Secret, "recovery codes")),
 		throttle: mfa.Throttle{}, skew: cfg.TOTPSkew, issuer: issuer.Hostname(),
@@ -300,6 +307,8 @@ func (s *Server) Route(r Router) {
 		r.Method(http.MethodPost, "/account/security/"+action, page(s.securityPost(action)))
 	}
 	r.Method(http.MethodGet, "/static/style.css", h(s.pages.style))
+	r.Method(http.MethodPost, "/ssh", h(s.sshCertificate))
+	r.Method(http.MethodGet, "/ssh/authority", h(s.sshAuthorities))
 	r.Method(http.MethodGet, "/api/me", h(s.me))
 	r.Method(http.MethodGet, "/api/orgs/{org}/access/{user_id}", h(s.access))
 	r.Method(http.MethodGet, "/healthz", h(healthz))
