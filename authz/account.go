@@ -114,9 +114,7 @@ func (s *Server) securityPage(w http.ResponseWriter, r *http.Request) {
 func (s *Server) securityPost(action string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
-		if err := r.ParseForm(); err != nil || !s.csrfValid(r) {
-			s.showError(w, http.StatusForbidden, "Cannot change security settings",
-				"This form has expired or did not come from this site. Go back, reload the page and try again.")
+		if !s.postedForm(w, r, "Cannot change security settings") {
 			return
 		}
 		ls, sid, u, ok := s.account(w, r)

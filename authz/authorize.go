@@ -317,6 +317,16 @@ func (s *Server) authorizeError(w http.ResponseWriter, ar fosite.AuthorizeReques
 	w.WriteHeader(http.StatusSeeOther)
 }
 
+// pending loads the challenge or answers why it cannot.
+func (s *Server) pending(w http.ResponseWriter, r *http.Request, challenge string) (*pendingAuthorization, bool) {
+	p, err := s.loadPending(r.Context(), challenge)
+	if err != nil {
+		s.pendingError(w, err)
+		return nil, false
+	}
+	return p, true
+}
+
 func (s *Server) pendingError(w http.ResponseWriter, err error) {
 	if errors.Is(err, storage.ErrNotFound) {
 		s.showError(w, http.StatusBadRequest, "This sign-in has expired",

@@ -16,9 +16,8 @@ type loginPage struct {
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 	challenge := r.URL.Query().Get("challenge")
-	p, err := s.loadPending(r.Context(), challenge)
-	if err != nil {
-		s.pendingError(w, err)
+	p, ok := s.pending(w, r, challenge)
+	if !ok {
 		return
 	}
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
@@ -34,19 +33,12 @@ const (
 
 func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if err := r.ParseForm(); err != nil {
-		s.showError(w, http.StatusBadRequest, "Cannot sign in", "The form could not be read. Go back and try again.")
-		return
-	}
-	if !s.csrfValid(r) {
-		s.showError(w, http.StatusForbidden, "Cannot sign in",
-			"This form has expired or did not come from this site. Go back, reload the page and try again.")
+	if !s.postedForm(w, r, "Cannot sign in") {
 		return
 	}
 	challenge := r.PostFormValue("challenge")
-	p, err := s.loadPending(ctx, challenge)
-	if err != nil {
-		s.pendingError(w, err)
+	p, ok := s.pending(w, r, challenge)
+	if !ok {
 		return
 	}
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
@@ -132,9 +124,8 @@ type otpPage struct {
 // password (or SSO): the code alone, never the password again.
 func (s *Server) otpForm(w http.ResponseWriter, r *http.Request) {
 	challenge := r.URL.Query().Get("challenge")
-	p, err := s.loadPending(r.Context(), challenge)
-	if err != nil {
-		s.pendingError(w, err)
+	p, ok := s.pending(w, r, challenge)
+	if !ok {
 		return
 	}
 	ls, _, err := s.sessions.get(r.Context(), r)
@@ -152,15 +143,12 @@ func (s *Server) otpForm(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) otpSubmit(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if err := r.ParseForm(); err != nil || !s.csrfValid(r) {
-		s.showError(w, http.StatusForbidden, "Cannot verify",
-			"This form has expired or did not come from this site. Go back, reload the page and try again.")
+	if !s.postedForm(w, r, "Cannot verify") {
 		return
 	}
 	challenge := r.PostFormValue("challenge")
-	p, err := s.loadPending(ctx, challenge)
-	if err != nil {
-		s.pendingError(w, err)
+	p, ok := s.pending(w, r, challenge)
+	if !ok {
 		return
 	}
 	ls, sid, err := s.sessions.get(ctx, r)

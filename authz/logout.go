@@ -55,8 +55,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	confirmed := hint != "" && (ls == nil || ls.UserID == hintSub)
 	if r.Method == http.MethodPost {
-		if !s.csrfValid(r) {
-			s.showError(w, http.StatusForbidden, "Cannot sign out", "This form has expired. Reload the page and try again.")
+		if !s.postedForm(w, r, "Cannot sign out") {
 			return
 		}
 		confirmed = true

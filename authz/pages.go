@@ -108,6 +108,17 @@ func (s *Server) csrfToken(w http.ResponseWriter, r *http.Request) string {
 	return s.csrfFor(v)
 }
 
+// postedForm parses a page's form and checks its CSRF token, answering a
+// failure itself with a page titled title.
+func (s *Server) postedForm(w http.ResponseWriter, r *http.Request, title string) bool {
+	if err := r.ParseForm(); err != nil || !s.csrfValid(r) {
+		s.showError(w, http.StatusForbidden, title,
+			"This form has expired or did not come from this site. Go back, reload the page and try again.")
+		return false
+	}
+	return true
+}
+
 func (s *Server) csrfValid(r *http.Request) bool {
 	c, err := r.Cookie(s.csrfCookieName())
 	if err != nil || len(c.Value) != 43 {
