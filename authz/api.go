@@ -6,30 +6,16 @@ import (
 	"strings"
 
 	"github.com/ory/fosite"
-
-	"github.com/stepup-dev/stepup/tokens"
 )
 
 // Org is an organization and its members, from the config.
 type Org struct {
 	ID, Name string
-	// MFARequired and SSOProvider are what the organization demands of
-	// every member's authentication.
+	// MFARequired and SSOProvider seed what the organization demands of
+	// every member's authentication; see orgSecurity.
 	MFARequired bool
 	SSOProvider string
 	Members     []Member
-}
-
-// Requirements is the organization's policy in the policy function's terms.
-func (o *Org) Requirements() tokens.Requirements {
-	var r tokens.Requirements
-	if o.MFARequired {
-		r.AMR = append(r.AMR, tokens.MethodMFA)
-	}
-	if o.SSOProvider != "" {
-		r.AMR = append(r.AMR, tokens.SSOMethod(o.SSOProvider))
-	}
-	return r
 }
 
 func (o *Org) role(userID string) (string, bool) {
@@ -135,11 +121,12 @@ func (s *Server) access(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"member": false})
 		return
 	}
-	req := o.Requirements()
-	if req.AMR == nil {
-		req.AMR = []string{}
+	sec, err := s.security(r.Context(), o)
+	if err != nil {
+		s.storeOrInternal(w, err)
+		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"member": true, "role": role, "requirements": req})
+	writeJSON(w, http.StatusOK, map[string]any{"member": true, "role": role, "requirements": sec.requirements()})
 }
 
 // ssoProviders lists the providers a token's login went through.

@@ -36,6 +36,8 @@ type Config struct {
 	Clients []Client
 	Users   []User
 	Orgs    []Org
+	// SSOProviders are the ids of the configured upstream providers.
+	SSOProviders []string
 
 	AccessTokenTTL  time.Duration // 1h
 	IDTokenTTL      time.Duration // 1h
@@ -311,6 +313,10 @@ func (s *Server) Route(r Router) {
 	r.Method(http.MethodGet, "/ssh/authority", h(s.sshAuthorities))
 	r.Method(http.MethodGet, "/api/me", h(s.me))
 	r.Method(http.MethodGet, "/api/orgs/{org}/access/{user_id}", h(s.access))
+	r.Method(http.MethodGet, "/api/orgs/{org}", h(s.getOrg))
+	r.Method(http.MethodPatch, "/api/orgs/{org}/security", h(s.patchOrgSecurity))
+	r.Method(http.MethodGet, "/api/orgs/{org}/members", h(s.members))
+	r.Method(http.MethodGet, "/api/orgs/{org}/audit", h(s.auditLog))
 	r.Method(http.MethodGet, "/healthz", h(healthz))
 	r.Method(http.MethodGet, "/readyz", h(s.readyz))
 }

@@ -235,6 +235,9 @@ func serverConfig(cfg *config.Config, st storeCloser, log *slog.Logger) (authz.C
 			EmailVerified: true, // the operator vouches for the users it seeds
 		})
 	}
+	for _, p := range cfg.SSOProviders {
+		c.SSOProviders = append(c.SSOProviders, p.ID)
+	}
 	for _, o := range cfg.Orgs {
 		org := authz.Org{ID: o.ID, Name: o.Name, MFARequired: o.MFARequired, SSOProvider: o.SSOProvider}
 		for _, m := range o.Members {

@@ -1,0 +1,248 @@
+package authz
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/stepup-dev/stepup/authz/storage"
+	"github.com/stepup-dev/stepup/tokens"
+)
+
+// orgSecurity is what an organization demands of its members'
+// authentication. The config seeds it; owners and admins change it at run
+// time, and the store's copy wins from then on.
+type orgSecurity struct {
+	MFARequired bool   `json:"mfa_required"`
+	SSOProvider string `json:"sso_provider"`
+}
+
+func (sec orgSecurity) requirements() tokens.Requirements {
+	r := tokens.Requirements{AMR: []string{}}
+	if sec.MFARequired {
+		r.AMR = append(r.AMR, tokens.MethodMFA)
+	}
+	if sec.SSOProvider != "" {
+		r.AMR = append(r.AMR, tokens.SSOMethod(sec.SSOProvider))
+	}
+	return r
+}
+
+const (
+	orgSecurityNS = "org-security"
+	orgAuditNS    = "org-audit"
+	// auditKeep bounds an organization's audit log to its newest events.
+	auditKeep = 1000
+)
+
+func (s *Server) security(ctx context.Context, o *Org) (orgSecurity, error) {
+	data, err := s.store.Get(ctx, orgSecurityNS, o.ID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return orgSecurity{MFARequired: o.MFARequired, SSOProvider: o.SSOProvider}, nil
+	}
+	if err != nil {
+		return orgSecurity{}, err
+	}
+	var sec orgSecurity
+	return sec, json.Unmarshal(data, &sec)
+}
+
+// auditEvent is one line of an organization's audit log.
+type auditEvent struct {
+	At     time.Time      `json:"at"`
+	Actor  string         `json:"actor"`
+	Action string         `json:"action"`
+	Detail map[string]any `json:"detail"`
+}
+
+func (s *Server) audit(ctx context.Context, orgID string, e auditEvent) error {
+	return s.store.Update(ctx, orgAuditNS, orgID, 0, func(old []byte) ([]byte, error) {
+		var events []auditEvent
+		if old != nil {
+			if err := json.Unmarshal(old, &events); err != nil {
+				return nil, err
+			}
+		}
+		events = append(events, e)
+		if len(events) > auditKeep {
+			events = events[len(events)-auditKeep:]
+		}
+		return json.Marshal(events)
+	})
+}
+
+// orgRequest is an authenticated person acting in an organization whose
+// policy their token satisfies.
+type orgRequest struct {
+	sess *Session
+	user *User
+	org  *Org
+	role string
+	sec  orgSecurity
+}
+
+// orgCaller admits a request to /api/orgs/{org}/…: a person's valid token
+// (401), membership (404, so a non-member cannot tell the organization
+// exists), then the organization's policy (401 with the step-up challenge).
+// It answers a refusal itself.
+func (s *Server) orgCaller(w http.ResponseWriter, r *http.Request) (*orgRequest, bool) {
+	sess, ok := s.bearer(w, r)
+	if !ok {
+		return nil, false
+	}
+	u, ok := s.users.get(sess.Subject)
+	if !ok {
+		writeError(w, http.StatusForbidden, "access_denied", "Organizations are for people; this token belongs to a client.")
+		return nil, false
+	}
+	o, ok := s.org(r.PathValue("org"))
+	var role string
+	if ok {
+		role, ok = o.role(u.ID)
+	}
+	if !ok {
+		writeError(w, http.StatusNotFound, "not_found", "There is no organization with that id that you can see.")
+		return nil, false
+	}
+	sec, err := s.security(r.Context(), o)
+	if err != nil {
+		s.storeOrInternal(w, err)
+		return nil, false
+	}
+	if missing := tokens.Missing(sec.requirements(), sess.AMR(), sess.AuthTime(), s.cfg.Now()); !missing.Satisfied() {
+		w.Header().Set("WWW-Authenticate", missing.WWWAuthenticate())
+		writeJSON(w, http.StatusUnauthorized, missing.Body())
+		return nil, false
+	}
+	return &orgRequest{sess: sess, user: u, org: o, role: role, sec: sec}, true
+}
+
+func (q *orgRequest) admin(w http.ResponseWriter) bool {
+	if q.role == "owner" || q.role == "admin" {
+		return true
+	}
+	writeError(w, http.StatusForbidden, "access_denied", "Only the organization's owners and admins can do this; your role is "+q.role+".")
+	return false
+}
+
+func (q *orgRequest) view() map[string]any {
+	return map[string]any{"id": q.org.ID, "name": q.org.Name, "mfa_required": q.sec.MFARequired, "sso_provider": q.sec.SSOProvider}
+}
+
+// getOrg is GET /api/orgs/{org}.
+func (s *Server) getOrg(w http.ResponseWriter, r *http.Request) {
+	if q, ok := s.orgCaller(w, r); ok {
+		writeJSON(w, http.StatusOK, q.view())
+	}
+}
+
+// patchOrgSecurity is PATCH /api/orgs/{org}/security.
+func (s *Server) patchOrgSecurity(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	q, ok := s.orgCaller(w, r)
+	if !ok || !q.admin(w) {
+		return
+	}
+	var body struct {
+		MFARequired *bool   `json:"mfa_required"`
+		SSOProvider *string `json:"sso_provider"`
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil || (body.MFARequired == nil && body.SSOProvider == nil) {
+		writeError(w, http.StatusBadRequest, "invalid_request", `Send a JSON object with "mfa_required" (true or false), "sso_provider" (a provider id, or "" for none), or both.`)
+		return
+	}
+	if body.SSOProvider != nil && *body.SSOProvider != "" && !slices.Contains(s.cfg.SSOProviders, *body.SSOProvider) {
+		writeError(w, http.StatusBadRequest, "invalid_request", "There is no SSO provider "+truncate(*body.SSOProvider, 64)+" in this server's configuration.")
+		return
+	}
+	if body.MFARequired != nil && *body.MFARequired {
+		enrolled, err := s.mfa.enabled(ctx, q.user.ID)
+		if err != nil {
+			s.storeOrInternal(w, err)
+			return
+		}
+		if !enrolled {
+			writeError(w, http.StatusConflict, "mfa_not_enabled",
+				"Turn on multi-factor authentication for your own account first, at "+s.cfg.Issuer+"/account/security; then you can require it for the organization.")
+			return
+		}
+	}
+	sec := q.sec
+	if body.MFARequired != nil {
+		sec.MFARequired = *body.MFARequired
+	}
+	if body.SSOProvider != nil {
+		sec.SSOProvider = *body.SSOProvider
+	}
+	data, _ := json.Marshal(sec)
+	if err := s.store.Put(ctx, orgSecurityNS, q.org.ID, data, 0); err != nil {
+		s.storeOrInternal(w, err)
+		return
+	}
+	if err := s.audit(ctx, q.org.ID, auditEvent{At: s.cfg.Now().UTC(), Actor: q.user.ID, Action: "security.update",
+		Detail: map[string]any{"from": q.sec, "to": sec}}); err != nil {
+		s.log.Error("audit", "org", q.org.ID, "err", err)
+	}
+	q.sec = sec
+	writeJSON(w, http.StatusOK, q.view())
+}
+
+// members is GET /api/orgs/{org}/members[?mfa_enabled=false].
+func (s *Server) members(w http.ResponseWriter, r *http.Request) {
+	q, ok := s.orgCaller(w, r)
+	if !ok || !q.admin(w) {
+		return
+	}
+	filter := r.URL.Query().Get("mfa_enabled")
+	if filter != "" && filter != "true" && filter != "false" {
+		writeError(w, http.StatusBadRequest, "invalid_request", "mfa_enabled must be true or false.")
+		return
+	}
+	out := []map[string]any{}
+	for _, m := range q.org.Members {
+		u, ok := s.users.get(m.UserID)
+		if !ok {
+			continue
+		}
+		enrolled, err := s.mfa.enabled(r.Context(), u.ID)
+		if err != nil {
+			s.storeOrInternal(w, err)
+			return
+		}
+		if filter != "" && (filter == "true") != enrolled {
+			continue
+		}
+		out = append(out, map[string]any{
+			"id": u.ID, "username": u.Username, "email": u.Email, "role": m.Role,
+			"mfa_enabled": enrolled, "sso_providers": []string{}, "last_reminded_at": nil,
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"members": out})
+}
+
+// auditLog is GET /api/orgs/{org}/audit.
+func (s *Server) auditLog(w http.ResponseWriter, r *http.Request) {
+	q, ok := s.orgCaller(w, r)
+	if !ok || !q.admin(w) {
+		return
+	}
+	events := []auditEvent{}
+	data, err := s.store.Get(r.Context(), orgAuditNS, q.org.ID)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+	case err != nil:
+		s.storeOrInternal(w, err)
+		return
+	default:
+		if err := json.Unmarshal(data, &events); err != nil {
+			s.internalError(w, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events": events})
+}
