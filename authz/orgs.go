@@ -217,9 +217,14 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 		if filter != "" && (filter == "true") != enrolled {
 			continue
 		}
+		reminded, err := s.lastReminded(r, q.org.ID, u.ID)
+		if err != nil {
+			s.storeOrInternal(w, err)
+			return
+		}
 		out = append(out, map[string]any{
 			"id": u.ID, "username": u.Username, "email": u.Email, "role": m.Role,
-			"mfa_enabled": enrolled, "sso_providers": []string{}, "last_reminded_at": nil,
+			"mfa_enabled": enrolled, "sso_providers": []string{}, "last_reminded_at": reminded,
 		})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"members": out})

@@ -173,3 +173,8 @@ func svcToken(t *testing.T, ts *testServer) string {
 	}
 	return body["access_token"].(string)
 }
+
+func jsonMarshal(v any) (string, error) {
+	b, err := json.Marshal(v)
+	return string(b), err
+}

@@ -39,6 +39,13 @@ type Config struct {
 	// SSOProviders are the ids of the configured upstream providers.
 	SSOProviders []string
 
+	// Mailer sends MFA reminders; nil writes them to the log.
+	Mailer   mfa.Mailer
+	MailFrom string // "Stepup <no-reply@…>"; defaults to no-reply at the issuer's host
+	// ReminderInterval is the least time between two reminders to one
+	// member.
+	ReminderInterval time.Duration // 24h
+
 	AccessTokenTTL  time.Duration // 1h
 	IDTokenTTL      time.Duration // 1h
 	RefreshTokenTTL time.Duration // 30 days
@@ -78,6 +85,7 @@ func (c *Config) setDefaults() {
 	def(&c.SessionTTL, 24*time.Hour)
 	def(&c.KeyRotation, 30*24*time.Hour)
 	def(&c.SSHCARotation, 90*24*time.Hour)
+	def(&c.ReminderInterval, 24*time.Hour)
 	def(&c.FailureWindow, 15*time.Minute)
 	if c.SigningAlg == "" {
 		c.SigningAlg = tokens.ES256
@@ -99,6 +107,14 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Mailer == nil {
+		c.Mailer = mfa.LogMailer{Log: c.Logger}
+	}
+	if c.MailFrom == "" {
+		if u, err := url.Parse(c.Issuer); err == nil {
+			c.MailFrom = "Stepup <no-reply@" + u.Hostname() + ">"
+		}
 	}
 }
 
@@ -317,6 +333,7 @@ func (s *Server) Route(r Router) {
 	r.Method(http.MethodPatch, "/api/orgs/{org}/security", h(s.patchOrgSecurity))
 	r.Method(http.MethodGet, "/api/orgs/{org}/members", h(s.members))
 	r.Method(http.MethodGet, "/api/orgs/{org}/audit", h(s.auditLog))
+	r.Method(http.MethodPost, "/api/orgs/{org}/mfa-reminders", h(s.sendReminders))
 	r.Method(http.MethodGet, "/healthz", h(healthz))
 	r.Method(http.MethodGet, "/readyz", h(s.readyz))
 }

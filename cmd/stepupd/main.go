@@ -24,6 +24,7 @@ import (
 
 	"github.com/stepup-dev/stepup/authz"
 	"github.com/stepup-dev/stepup/internal/config"
+	"github.com/stepup-dev/stepup/mfa"
 )
 
 func main() {
@@ -202,7 +203,12 @@ func serverConfig(cfg *config.Config, st storeCloser, log *slog.Logger) (authz.C
 		MaxFailuresPerAccount: cfg.Login.MaxFailuresPerAccount,
 		MaxFailuresPerAddress: cfg.Login.MaxFailuresPerAddress,
 		FailureWindow:         time.Duration(cfg.Login.FailureWindow),
+		ReminderInterval:      time.Duration(cfg.Reminders.Interval),
+		MailFrom:              cfg.SMTP.From,
 		Logger:                log,
+	}
+	if cfg.SMTP.Addr != "" {
+		c.Mailer = mfa.SMTP{Addr: cfg.SMTP.Addr, Username: cfg.SMTP.Username, Password: cfg.SMTP.Password}
 	}
 	if c.Secret == "" {
 		if storeKind(cfg.Store) != "memory" {

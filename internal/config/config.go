@@ -47,6 +47,7 @@ type Config struct {
 	SMTP         SMTP          `yaml:"smtp"`
 	Tokens       Tokens        `yaml:"tokens"`
 	Login        Login         `yaml:"login"`
+	Reminders    Reminders     `yaml:"reminders"`
 
 	// origin remembers where each key path was set, so that problems found
 	// only after decoding (in Validate) still point at a line or variable.
@@ -136,6 +137,12 @@ type SMTP struct {
 	Password string `yaml:"password"`
 }
 
+// Reminders are the emails asking members to turn on MFA.
+type Reminders struct {
+	// Interval is the least time between two reminders to one member.
+	Interval Duration `yaml:"interval"`
+}
+
 // Tokens holds token lifetimes and signing settings.
 type Tokens struct {
 	AccessTokenTTL  Duration `yaml:"access_token_ttl"`
@@ -168,6 +175,7 @@ const (
 	DefaultMaxFailuresPerAccount = 5
 	DefaultMaxFailuresPerAddress = 50
 	DefaultFailureWindow         = Duration(15 * time.Minute)
+	DefaultReminderInterval      = Duration(24 * time.Hour)
 )
 
 // Duration is a time.Duration written as a Go duration string ("90s", "1h")
@@ -801,6 +809,7 @@ func (c *Config) SetDefaults() {
 		c.Login.MaxFailuresPerAddress = DefaultMaxFailuresPerAddress
 	}
 	setDuration(&c.Login.FailureWindow, DefaultFailureWindow)
+	setDuration(&c.Reminders.Interval, DefaultReminderInterval)
 }
 
 func setDuration(d *Duration, def Duration) {
@@ -1124,6 +1133,7 @@ func (v *validator) tokens() {
 		{"tokens.session_ttl", t.SessionTTL},
 		{"tokens.key_rotation", t.KeyRotation},
 		{"login.failure_window", v.c.Login.FailureWindow},
+		{"reminders.interval", v.c.Reminders.Interval},
 	} {
 		if d.d <= 0 {
 			v.errorf(d.path, "must be positive, got %s", d.d)

@@ -1,0 +1,149 @@
+package mfa
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"mime"
+	"mime/quotedprintable"
+	"net"
+	"net/mail"
+	"net/smtp"
+	"strings"
+	"time"
+)
+
+// Reminder is an email asking a member to turn on multi-factor
+// authentication.
+type Reminder struct {
+	From     string // "Stepup <no-reply@example.com>"
+	To       string // the member's address
+	Username string
+	OrgName  string
+	Link     string // where to set it up: <issuer>/account/security
+	Now      time.Time
+}
+
+// Message renders the reminder as an RFC 5322 message.
+func (r Reminder) Message() ([]byte, error) {
+	from, err := mail.ParseAddress(r.From)
+	if err != nil {
+		return nil, fmt.Errorf("sender %q: %w", r.From, err)
+	}
+	to, err := mail.ParseAddress(r.To)
+	if err != nil {
+		return nil, fmt.Errorf("recipient %q: %w", r.To, err)
+	}
+	// Names come from configuration, but a header must never carry a
+	// line break.
+	org, user := oneLine(r.OrgName), oneLine(r.Username)
+	id := make([]byte, 12)
+	_, _ = rand.Read(id)
+	domain := from.Address[strings.LastIndexByte(from.Address, '@')+1:]
+
+	var b bytes.Buffer
+	header := func(k, v string) { fmt.Fprintf(&b, "%s: %s\r\n", k, v) }
+	header("From", from.String())
+	header("To", to.String())
+	header("Subject", mime.QEncoding.Encode("utf-8", "Turn on multi-factor authentication for "+org))
+	header("Date", r.Now.UTC().Format(time.RFC1123Z))
+	header("Message-ID", "<"+hex.EncodeToString(id)+"@"+domain+">")
+	header("MIME-Version", "1.0")
+	header("Content-Type", "text/plain; charset=utf-8")
+	header("Content-Transfer-Encoding", "quoted-printable")
+	b.WriteString("\r\n")
+	qp := quotedprintable.NewWriter(&b)
+	fmt.Fprintf(qp, "Hello %s,\r\n\r\n", user)
+	fmt.Fprintf(qp, "%s asks its members to protect their accounts with multi-factor authentication (MFA): after your password, a code from an authenticator app on your phone.\r\n\r\n", org)
+	fmt.Fprintf(qp, "It takes a minute. Turn it on here:\r\n\r\n  %s\r\n\r\n", r.Link)
+	fmt.Fprintf(qp, "Until you do, %s may refuse access to its services.\r\n", org)
+	if err := qp.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == '\r' || r == '\n' }), " ")
+}
+
+// Mailer sends a message.
+type Mailer interface {
+	Send(ctx context.Context, from string, to []string, msg []byte) error
+}
+
+// SMTP sends through an SMTP server with net/smtp, with PLAIN
+// authentication when a username is set (net/smtp allows it only over TLS
+// or to localhost).
+type SMTP struct {
+	Addr               string
+	Username, Password string
+	Timeout            time.Duration // per message; default 15s
+}
+
+func (s SMTP) Send(ctx context.Context, from string, to []string, msg []byte) error {
+	timeout := s.Timeout
+	if timeout == 0 {
+		timeout = 15 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", s.Addr)
+	if err != nil {
+		return err
+	}
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetDeadline(deadline)
+	host, _, _ := net.SplitHostPort(s.Addr)
+	c, err := smtp.NewClient(conn, host)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	defer c.Close()
+	if ok, _ := c.Extension("STARTTLS"); ok {
+		if err := c.StartTLS(nil); err != nil {
+			return err
+		}
+	}
+	if s.Username != "" {
+		if err := c.Auth(smtp.PlainAuth("", s.Username, s.Password, host)); err != nil {
+			return err
+		}
+	}
+	sender, err := mail.ParseAddress(from)
+	if err != nil {
+		return err
+	}
+	if err := c.Mail(sender.Address); err != nil {
+		return err
+	}
+	for _, rcpt := range to {
+		if err := c.Rcpt(rcpt); err != nil {
+			return err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(msg); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+// LogMailer writes messages to the log instead of sending them, so that a
+// server without a mail server (stepupd --dev) still shows what it sent.
+type LogMailer struct{ Log *slog.Logger }
+
+func (l LogMailer) Send(_ context.Context, from string, to []string, msg []byte) error {
+	l.Log.Info("email (no smtp configured, not sent)", "from", from, "to", to, "message", string(msg))
+	return nil
+}
