@@ -77,7 +77,6 @@ func (s *Server) audit(ctx context.Context, orgID string, e auditEvent) error {
 // orgRequest is an authenticated person acting in an organization whose
 // policy their token satisfies.
 type orgRequest struct {
-	sess *Session
 	user *User
 	org  *Org
 	role string
@@ -117,7 +116,7 @@ func (s *Server) orgCaller(w http.ResponseWriter, r *http.Request) (*orgRequest,
 		writeJSON(w, http.StatusUnauthorized, missing.Body())
 		return nil, false
 	}
-	return &orgRequest{sess: sess, user: u, org: o, role: role, sec: sec}, true
+	return &orgRequest{user: u, org: o, role: role, sec: sec}, true
 }
 
 func (q *orgRequest) admin(w http.ResponseWriter) bool {
@@ -156,44 +155,92 @@ func (s *Server) patchOrgSecurity(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", `Send a JSON object with "mfa_required" (true or false), "sso_provider" (a provider id, or "" for none), or both.`)
 		return
 	}
-	if body.SSOProvider != nil && *body.SSOProvider != "" && !slices.Contains(s.cfg.SSOProviders, *body.SSOProvider) {
+	switch err := s.updateSecurity(ctx, q, body.MFARequired, body.SSOProvider); {
+	case errors.Is(err, errUnknownProvider):
 		writeError(w, http.StatusBadRequest, "invalid_request", "There is no SSO provider "+truncate(*body.SSOProvider, 64)+" in this server's configuration.")
-		return
+	case errors.Is(err, errNeedOwnMFA):
+		writeError(w, http.StatusConflict, "mfa_not_enabled", errNeedOwnMFA.Error()+" at "+s.cfg.Issuer+"/account/security; then you can require it for the organization.")
+	case err != nil:
+		s.storeOrInternal(w, err)
+	default:
+		writeJSON(w, http.StatusOK, q.view())
 	}
-	if body.MFARequired != nil && *body.MFARequired {
+}
+
+var (
+	errUnknownProvider = errors.New("no such SSO provider")
+	errNeedOwnMFA      = errors.New("Turn on multi-factor authentication for your own account first")
+)
+
+// updateSecurity changes an organization's settings (nil: unchanged) for
+// an owner or admin, records it in the audit log, and updates q.sec.
+func (s *Server) updateSecurity(ctx context.Context, q *orgRequest, mfaRequired *bool, ssoProvider *string) error {
+	if ssoProvider != nil && *ssoProvider != "" && !slices.Contains(s.cfg.SSOProviders, *ssoProvider) {
+		return errUnknownProvider
+	}
+	if mfaRequired != nil && *mfaRequired && !q.sec.MFARequired {
 		enrolled, err := s.mfa.enabled(ctx, q.user.ID)
 		if err != nil {
-			s.storeOrInternal(w, err)
-			return
+			return err
 		}
 		if !enrolled {
-			writeError(w, http.StatusConflict, "mfa_not_enabled",
-				"Turn on multi-factor authentication for your own account first, at "+s.cfg.Issuer+"/account/security; then you can require it for the organization.")
-			return
+			return errNeedOwnMFA
 		}
 	}
 	sec := q.sec
-	if body.MFARequired != nil {
-		sec.MFARequired = *body.MFARequired
+	if mfaRequired != nil {
+		sec.MFARequired = *mfaRequired
 	}
-	if body.SSOProvider != nil {
-		sec.SSOProvider = *body.SSOProvider
+	if ssoProvider != nil {
+		sec.SSOProvider = *ssoProvider
 	}
 	data, _ := json.Marshal(sec)
 	if err := s.store.Put(ctx, orgSecurityNS, q.org.ID, data, 0); err != nil {
-		s.storeOrInternal(w, err)
-		return
+		return err
 	}
 	if err := s.audit(ctx, q.org.ID, auditEvent{At: s.cfg.Now().UTC(), Actor: q.user.ID, Action: "security.update",
 		Detail: map[string]any{"from": q.sec, "to": sec}}); err != nil {
 		s.log.Error("audit", "org", q.org.ID, "err", err)
 	}
 	q.sec = sec
-	writeJSON(w, http.StatusOK, q.view())
+	return nil
+}
+
+// memberView is a member as owners and admins see them.
+type memberView struct {
+	ID             string   `json:"id"`
+	Username       string   `json:"username"`
+	Email          string   `json:"email"`
+	Role           string   `json:"role"`
+	MFAEnabled     bool     `json:"mfa_enabled"`
+	SSOProviders   []string `json:"sso_providers"`
+	LastRemindedAt *string  `json:"last_reminded_at"`
+}
+
+func (s *Server) memberList(ctx context.Context, q *orgRequest) ([]memberView, error) {
+	var out []memberView
+	for _, m := range q.org.Members {
+		u, ok := s.users.get(m.UserID)
+		if !ok {
+			continue
+		}
+		enrolled, err := s.mfa.enabled(ctx, u.ID)
+		if err != nil {
+			return nil, err
+		}
+		reminded, err := s.lastReminded(ctx, q.org.ID, u.ID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, memberView{ID: u.ID, Username: u.Username, Email: u.Email, Role: m.Role,
+			MFAEnabled: enrolled, SSOProviders: []string{}, LastRemindedAt: reminded})
+	}
+	return out, nil
 }
 
 // members is GET /api/orgs/{org}/members[?mfa_enabled=false].
 func (s *Server) members(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
 	q, ok := s.orgCaller(w, r)
 	if !ok || !q.admin(w) {
 		return
@@ -203,29 +250,16 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", "mfa_enabled must be true or false.")
 		return
 	}
-	out := []map[string]any{}
-	for _, m := range q.org.Members {
-		u, ok := s.users.get(m.UserID)
-		if !ok {
-			continue
+	list, err := s.memberList(ctx, q)
+	if err != nil {
+		s.storeOrInternal(w, err)
+		return
+	}
+	out := []memberView{}
+	for _, m := range list {
+		if filter == "" || (filter == "true") == m.MFAEnabled {
+			out = append(out, m)
 		}
-		enrolled, err := s.mfa.enabled(r.Context(), u.ID)
-		if err != nil {
-			s.storeOrInternal(w, err)
-			return
-		}
-		if filter != "" && (filter == "true") != enrolled {
-			continue
-		}
-		reminded, err := s.lastReminded(r, q.org.ID, u.ID)
-		if err != nil {
-			s.storeOrInternal(w, err)
-			return
-		}
-		out = append(out, map[string]any{
-			"id": u.ID, "username": u.Username, "email": u.Email, "role": m.Role,
-			"mfa_enabled": enrolled, "sso_providers": []string{}, "last_reminded_at": reminded,
-		})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"members": out})
 }

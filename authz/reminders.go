@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -45,22 +46,31 @@ func (s *Server) sendReminders(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", `Send {"user_ids": ["…"]} (up to 1000 members) or {"all_without_mfa": true}.`)
 		return
 	}
-	targets := body.UserIDs
-	if body.AllWithoutMFA {
-		targets = nil
+	sent, skips, err := s.remindMembers(ctx, q, body.UserIDs, body.AllWithoutMFA)
+	if err != nil {
+		s.storeOrInternal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sent": sent, "skipped": skips})
+}
+
+// remindMembers reminds the given members, or all members without MFA,
+// and records the batch in the audit log.
+func (s *Server) remindMembers(ctx context.Context, q *orgRequest, ids []string, allWithoutMFA bool) (sent []string, skips []skipped, err error) {
+	if allWithoutMFA {
+		ids = nil
 		for _, m := range q.org.Members {
-			targets = append(targets, m.UserID)
+			ids = append(ids, m.UserID)
 		}
 	}
-	sent, skips := []string{}, []skipped{}
-	for _, id := range dedupe(targets) {
-		reason, err := s.remind(r, q, id)
+	sent, skips = []string{}, []skipped{}
+	for _, id := range dedupe(ids) {
+		reason, err := s.remind(ctx, q, id)
 		switch {
 		case err != nil:
-			s.storeOrInternal(w, err)
-			return
+			return nil, nil, err
 		case reason != "":
-			if !(body.AllWithoutMFA && reason == "mfa_enabled") {
+			if !(allWithoutMFA && reason == "mfa_enabled") {
 				skips = append(skips, skipped{ID: id, Reason: reason})
 			}
 		default:
@@ -71,13 +81,12 @@ func (s *Server) sendReminders(w http.ResponseWriter, r *http.Request) {
 		Detail: map[string]any{"sent": sent, "skipped": skips}}); err != nil {
 		s.log.Error("audit", "org", q.org.ID, "err", err)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sent": sent, "skipped": skips})
+	return sent, skips, nil
 }
 
 // remind sends one member a reminder, or says why not: not_a_member,
 // mfa_enabled, reminded_recently, no_email, delivery_failed.
-func (s *Server) remind(r *http.Request, q *orgRequest, userID string) (string, error) {
-	ctx := r.Context()
+func (s *Server) remind(ctx context.Context, q *orgRequest, userID string) (string, error) {
 	u, ok := s.users.get(userID)
 	if _, member := q.org.role(userID); !ok || !member {
 		return "not_a_member", nil
@@ -114,15 +123,16 @@ func (s *Server) remind(r *http.Request, q *orgRequest, userID string) (string, 
 }
 
 // lastReminded is when the member was last reminded, or nil.
-func (s *Server) lastReminded(r *http.Request, orgID, userID string) (any, error) {
-	v, err := s.store.Get(r.Context(), remindedNS, orgID+"/"+userID)
+func (s *Server) lastReminded(ctx context.Context, orgID, userID string) (*string, error) {
+	v, err := s.store.Get(ctx, remindedNS, orgID+"/"+userID)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return string(v), nil
+	at := string(v)
+	return &at, nil
 }
 
 func dedupe(ids []string) []string {
