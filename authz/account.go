@@ -30,9 +30,9 @@ type securityPage struct {
 	Codes []string
 }
 
-// account returns the signed-in person for an account page, or sends the
-// browser to log in (with every factor they have) and come back.
-func (s *Server) account(w http.ResponseWriter, r *http.Request) (*LoginSession, string, *User, bool) {
+// account returns the signed-in person for one of our pages, or sends the
+// browser to log in (with every factor they have) and come back to path.
+func (s *Server) account(w http.ResponseWriter, r *http.Request, path string) (*LoginSession, string, *User, bool) {
 	ctx := r.Context()
 	ls, sid, err := s.sessions.get(ctx, r)
 	if err != nil {
@@ -55,7 +55,7 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request) (*LoginSession,
 		}
 		next = pageOTP
 	}
-	id, err := s.savePending(ctx, pendingAuthorization{Return: "/account/security", RequestedAt: s.cfg.Now()})
+	id, err := s.savePending(ctx, pendingAuthorization{Return: path, RequestedAt: s.cfg.Now()})
 	if err != nil {
 		s.authorizeError(w, nil, err)
 		return nil, "", nil, false
@@ -69,8 +69,11 @@ func (s *Server) securityState(w http.ResponseWriter, r *http.Request, u *User, 
 	ctx := r.Context()
 	page.Title, page.Username, page.CSRF = "Account security", u.Username, s.csrfToken(w, r)
 	if c := r.FormValue("challenge"); c != "" {
-		if _, err := s.loadPending(ctx, c); err == nil {
+		if p, err := s.loadPending(ctx, c); err == nil {
 			page.Challenge, page.Continue = c, "/oauth2/authorize?resume="+c
+			if p.Return != "" {
+				page.Continue = p.Return
+			}
 		}
 	}
 	e, err := s.mfa.get(ctx, u.ID)
@@ -100,7 +103,7 @@ func (s *Server) securityState(w http.ResponseWriter, r *http.Request, u *User, 
 }
 
 func (s *Server) securityPage(w http.ResponseWriter, r *http.Request) {
-	_, _, u, ok := s.account(w, r)
+	_, _, u, ok := s.account(w, r, "/account/security")
 	if !ok {
 		return
 	}
@@ -117,7 +120,7 @@ func (s *Server) securityPost(action string) http.HandlerFunc {
 		if !s.postedForm(w, r, "Cannot change security settings") {
 			return
 		}
-		ls, sid, u, ok := s.account(w, r)
+		ls, sid, u, ok := s.account(w, r, "/account/security")
 		if !ok {
 			return
 		}

@@ -324,6 +324,9 @@ func (s *Server) Route(r Router) {
 	for _, action := range []string{"setup", "verify", "recovery-codes", "disable"} {
 		r.Method(http.MethodPost, "/account/security/"+action, page(s.securityPost(action)))
 	}
+	r.Method(http.MethodGet, "/orgs/{org}/settings/security", page(s.orgSettings))
+	r.Method(http.MethodPost, "/orgs/{org}/settings/security", page(s.orgSettingsPost))
+	r.Method(http.MethodPost, "/orgs/{org}/settings/remind", page(s.orgRemindPost))
 	r.Method(http.MethodGet, "/static/style.css", h(s.pages.style))
 	r.Method(http.MethodPost, "/ssh", h(s.sshCertificate))
 	r.Method(http.MethodGet, "/ssh/authority", h(s.sshAuthorities))
