@@ -1,0 +1,142 @@
+// Command stepup-gateway is Stepup's reference SSH gateway: people log in
+// with the SSH certificate the Stepup server issued them, as
+// `ssh SERVICE@gateway`, and the gateway applies the policy of the
+// organization that owns SERVICE.
+//
+//	stepup-gateway --issuer URL --config FILE [--ssh-addr HOST:PORT]
+//	               [--http-addr HOST:PORT] [--host-key FILE] [--git-root DIR]
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/stepup-dev/stepup/internal/gateway"
+)
+
+func main() {
+	err := run(os.Args[1:], os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "stepup-gateway:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	issuer, configPath string
+	sshAddr, httpAddr  string
+	hostKey, gitRoot   string
+}
+
+// errUsage is a flag problem the flag package has already explained.
+var errUsage = errors.New("usage")
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("stepup-gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.issuer, "issuer", "", "the Stepup server's base `URL` (default: issuer from the config file)")
+	fs.StringVar(&o.configPath, "config", "", "Stepup config `file`, for its services and gateway keys; STEPUP_* variables apply too")
+	fs.StringVar(&o.sshAddr, "ssh-addr", "127.0.0.1:2222", "SSH listen `address`")
+	fs.StringVar(&o.httpAddr, "http-addr", "", "HTTP listen `address` for /healthz (default: none)")
+	fs.StringVar(&o.hostKey, "host-key", "", "OpenSSH private host key `file` (default: a new Ed25519 key each start)")
+	fs.StringVar(&o.gitRoot, "git-root", filepath.Join(os.TempDir(), "stepup-gateway-git"), "`directory` of the services' git repositories")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, err
+		}
+		return o, errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "stepup-gateway takes no arguments, got %q\n", fs.Args())
+		fs.Usage()
+		return o, errUsage
+	}
+	return o, nil
+}
+
+func run(args []string, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	slog.SetDefault(log)
+
+	file, err := readConfig(o.configPath, os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	issuer := cmp.Or(o.issuer, file.issuer)
+	if issuer == "" {
+		return errors.New("give --issuer URL (or issuer in the config file): the Stepup server to trust")
+	}
+	hostKey, err := readHostKey(o.hostKey)
+	if err != nil {
+		return err
+	}
+	srv, err := gateway.New(gateway.Config{
+		Issuer:   issuer,
+		Services: file.services, ClientID: file.clientID, ClientSecret: file.clientSecret,
+		HostKey: hostKey, GitRoot: o.gitRoot, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+
+	sshLn, err := net.Listen("tcp", o.sshAddr)
+	if err != nil {
+		return err
+	}
+	tasks := []func(context.Context) error{func(ctx context.Context) error { return srv.Serve(ctx, sshLn) }}
+	if o.httpAddr != "" {
+		health, err := listenHealth(o.httpAddr)
+		if err != nil {
+			_ = sshLn.Close()
+			return err
+		}
+		tasks = append(tasks, health)
+		log.Info("HTTP health check listening", "addr", o.httpAddr)
+	}
+	log.Info("SSH gateway listening", "addr", sshLn.Addr().String(), "issuer", issuer,
+		"services", len(file.services), "git_root", o.gitRoot)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = runGroup(ctx, tasks...)
+	log.Info("stopped")
+	return err
+}
+
+// runGroup runs tasks until ctx is done or one of them returns, then stops
+// the others and waits for all. It returns the first error.
+func runGroup(ctx context.Context, tasks ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(tasks))
+	for _, task := range tasks {
+		go func() { errs <- task(ctx) }()
+	}
+	var first error
+	for range tasks {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+		cancel()
+	}
+	return first
+}
