@@ -193,11 +193,19 @@ func (s *Server) nextStep(ctx context.Context, ar fosite.AuthorizeRequester, ls 
 	if u == nil || !fresh(ar, ls.PrimaryAt(), requestedAt) {
 		return pagePassword, nil
 	}
+	demanded, err := s.demanded(ctx, ar, u)
+	if err != nil {
+		return "", err
+	}
+	for _, m := range demanded {
+		if strings.HasPrefix(m, tokens.SSOPrefix) {
+			return "", errUnmetAuthentication.WithHintf("Signing in through %s is required, and this server cannot do that yet.", truncate(m, 64))
+		}
+	}
 	enrolled, err := s.mfa.enabled(ctx, u.ID)
 	if err != nil {
 		return "", err
 	}
-	demanded := strings.Fields(ar.GetRequestForm().Get("amr"))
 	if !enrolled && !slices.Contains(demanded, tokens.MethodOTP) && !slices.Contains(demanded, tokens.MethodMFA) {
 		return "", nil
 	}
@@ -208,6 +216,37 @@ func (s *Server) nextStep(ctx context.Context, ar fosite.AuthorizeRequester, ls 
 		return pageEnroll, nil
 	}
 	return pageOTP, nil
+}
+
+// orgACRPrefix names a target organization in acr_values, so that its
+// policy applies to the login (the console redirects once and comes back
+// with a token that is enough).
+const orgACRPrefix = "urn:stepup:org:"
+
+// demanded is every method the request needs: its amr parameter, and the
+// policy of any organization named in acr_values that the person belongs
+// to (for anyone else it is ignored, revealing nothing).
+func (s *Server) demanded(ctx context.Context, ar fosite.AuthorizeRequester, u *User) ([]string, error) {
+	demanded := strings.Fields(ar.GetRequestForm().Get("amr"))
+	for _, v := range strings.Fields(ar.GetRequestForm().Get("acr_values")) {
+		id, ok := strings.CutPrefix(v, orgACRPrefix)
+		if !ok {
+			continue
+		}
+		o, ok := s.org(id)
+		if !ok {
+			continue
+		}
+		if _, member := o.role(u.ID); !member {
+			continue
+		}
+		sec, err := s.security(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		demanded = append(demanded, sec.requirements().AMR...)
+	}
+	return demanded, nil
 }
 
 // fresh says whether a factor completed at `at` still counts for the

@@ -256,3 +256,34 @@ func TestMFADisableNeedsCode(t *testing.T) {
 		t.Fatalf("after disabling, amr = %v", got)
 	}
 }
+
+// TestOrganizationContextAtLogin: acr_values naming an organization applies
+// its policy to the login, for its members only.
+func TestOrganizationContextAtLogin(t *testing.T) {
+	ts := newTestServer(t, func(c *authz.Config) {
+		c.Orgs = append(c.Orgs, authz.Org{ID: "secure", Name: "Secure", MFARequired: true,
+			Members: []authz.Member{{UserID: "u_alice", Role: "member"}}})
+	})
+	cfg := cliConfig(ts.Issuer, "53682")
+	ch := oauth2.S256ChallengeOption(oauth2.GenerateVerifier())
+	org := func(id string) oauth2.AuthCodeOption { return oauth2.SetAuthURLParam("acr_values", "urn:stepup:org:"+id) }
+
+	// alice, a member of an organization requiring MFA, is taken to set it up.
+	b := newBrowser(t, ts.Issuer)
+	p := b.login(b.get(cfg.AuthCodeURL("state-0123456789", ch, org("secure"))), "alice", alicePassword)
+	if p.Request.URL.Path != "/account/security" {
+		t.Fatalf("member of an MFA organization: ended at %s", p.Request.URL)
+	}
+	// An organization requiring SSO, which this server cannot do yet: a
+	// clear error, never a token without it.
+	p = b.get(cfg.AuthCodeURL("state-0123456789", ch, org("acme")))
+	if u := redirectOf(t, p); u.Query().Get("error") != "unmet_authentication_requirements" {
+		t.Fatalf("member of an SSO organization: %s", u)
+	}
+	// bob belongs to neither: the organization is ignored.
+	b2 := newBrowser(t, ts.Issuer)
+	p = b2.login(b2.get(cfg.AuthCodeURL("state-0123456789", ch, org("secure"))), "bob", alicePassword)
+	if redirectOf(t, p).Query().Get("code") == "" {
+		t.Fatalf("non-member: %s", p.Header.Get("Location"))
+	}
+}
