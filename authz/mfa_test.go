@@ -266,7 +266,9 @@ func TestOrganizationContextAtLogin(t *testing.T) {
 	})
 	cfg := cliConfig(ts.Issuer, "53682")
 	ch := oauth2.S256ChallengeOption(oauth2.GenerateVerifier())
-	org := func(id string) oauth2.AuthCodeOption { return oauth2.SetAuthURLParam("acr_values", "urn:stepup:org:"+id) }
+	org := func(id string) oauth2.AuthCodeOption {
+		return oauth2.SetAuthURLParam("acr_values", "urn:stepup:org:"+id)
+	}
 
 	// alice, a member of an organization requiring MFA, is taken to set it up.
 	b := newBrowser(t, ts.Issuer)
