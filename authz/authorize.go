@@ -198,8 +198,15 @@ func (s *Server) nextStep(ctx context.Context, ar fosite.AuthorizeRequester, ls 
 		return "", err
 	}
 	for _, m := range demanded {
-		if strings.HasPrefix(m, tokens.SSOPrefix) {
-			return "", errUnmetAuthentication.WithHintf("Signing in through %s is required, and this server cannot do that yet.", truncate(m, 64))
+		id, ok := strings.CutPrefix(m, tokens.SSOPrefix)
+		if !ok {
+			continue
+		}
+		if _, known := s.sso.byID[id]; !known {
+			return "", errUnmetAuthentication.WithHintf("Signing in through %s is required, and this server has no such provider.", truncate(id, 64))
+		}
+		if !fresh(ar, ls.factorAt(m), requestedAt) {
+			return ssoLoginPath(id), nil
 		}
 	}
 	enrolled, err := s.mfa.enabled(ctx, u.ID)
@@ -307,7 +314,8 @@ func (s *Server) checkAuthorizeRequest(ar fosite.AuthorizeRequester) error {
 			return fosite.ErrInvalidRequest.WithHint("The amr parameter is too long.")
 		}
 		for _, m := range strings.Fields(v) {
-			if !slices.Contains(supportedAMR, m) {
+			_, provider := s.sso.byID[strings.TrimPrefix(m, tokens.SSOPrefix)]
+			if !slices.Contains(supportedAMR, m) && !(strings.HasPrefix(m, tokens.SSOPrefix) && provider) {
 				return errUnmetAuthentication.WithHintf("This server cannot satisfy the authentication method %q.", truncate(m, 32))
 			}
 		}
@@ -380,6 +388,7 @@ func (s *Server) pendingError(w http.ResponseWriter, err error) {
 func (s *Server) tokenSession(ar fosite.AuthorizeRequester, ls *LoginSession, u *User, requestedAt time.Time) *Session {
 	sess := newSession()
 	sess.Subject, sess.Username, sess.Grant = u.ID, u.Username, "authorization_code"
+	sess.SSO = ls.ssoLogins()
 	c := sess.Claims
 	c.Subject = u.ID
 	c.AuthTime = ls.AuthTime()

@@ -12,6 +12,18 @@ import (
 
 type loginPage struct {
 	Title, Client, Error, Username, CSRF, Challenge string
+	SSO                                             []ssoLink
+}
+
+// ssoLink is a "Sign in with …" link on the login page.
+type ssoLink struct{ ID, URL string }
+
+func (s *Server) ssoLinks(challenge string) []ssoLink {
+	var out []ssoLink
+	for _, id := range s.sso.ids() {
+		out = append(out, ssoLink{ID: id, URL: ssoLoginPath(id) + "?challenge=" + challenge})
+	}
+	return out
 }
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
@@ -23,6 +35,7 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
 	s.render(w, s.pages.login, http.StatusOK, loginPage{
 		Title: "Sign in", Client: p.Form.Get("client_id"), CSRF: s.csrfToken(w, r), Challenge: challenge,
+		SSO: s.ssoLinks(challenge),
 	})
 }
 
@@ -43,7 +56,8 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
 	username, password := strings.TrimSpace(r.PostFormValue("username")), r.PostFormValue("password")
-	page := loginPage{Title: "Sign in", Client: p.Form.Get("client_id"), Username: username, CSRF: s.csrfToken(w, r), Challenge: challenge}
+	page := loginPage{Title: "Sign in", Client: p.Form.Get("client_id"), Username: username, CSRF: s.csrfToken(w, r),
+		Challenge: challenge, SSO: s.ssoLinks(challenge)}
 	if username == "" || password == "" || len(username) > maxCredentialLen || len(password) > maxCredentialLen {
 		page.Error = "Enter your username and password."
 		s.render(w, s.pages.login, http.StatusBadRequest, page)

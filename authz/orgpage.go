@@ -78,7 +78,7 @@ func (s *Server) renderOrgPage(w http.ResponseWriter, r *http.Request, q *orgReq
 	}
 	page.Title, page.CSRF = q.org.Name+": security", s.csrfToken(w, r)
 	page.OrgID, page.OrgName = q.org.ID, q.org.Name
-	page.MFARequired, page.SSOProvider, page.Providers = q.sec.MFARequired, q.sec.SSOProvider, s.cfg.SSOProviders
+	page.MFARequired, page.SSOProvider, page.Providers = q.sec.MFARequired, q.sec.SSOProvider, s.sso.ids()
 	page.Members = members
 	s.render(w, s.pages.orgSecurity, status, page)
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/stepup-dev/stepup/authz/storage"
@@ -175,7 +174,7 @@ var (
 // updateSecurity changes an organization's settings (nil: unchanged) for
 // an owner or admin, records it in the audit log, and updates q.sec.
 func (s *Server) updateSecurity(ctx context.Context, q *orgRequest, mfaRequired *bool, ssoProvider *string) error {
-	if ssoProvider != nil && *ssoProvider != "" && !slices.Contains(s.cfg.SSOProviders, *ssoProvider) {
+	if _, known := s.sso.byID[deref(ssoProvider)]; ssoProvider != nil && *ssoProvider != "" && !known {
 		return errUnknownProvider
 	}
 	if mfaRequired != nil && *mfaRequired && !q.sec.MFARequired {
@@ -284,4 +283,11 @@ func (s *Server) auditLog(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"events": events})
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }

@@ -22,7 +22,7 @@ func withTeam(c *authz.Config) {
 		authz.User{ID: "u_dave", Username: "dave", Email: "dave@example.com", PasswordHash: hashOnce(), EmailVerified: true})
 	c.Orgs = append(c.Orgs, authz.Org{ID: "team", Name: "Team", Members: []authz.Member{
 		{UserID: "u_alice", Role: "owner"}, {UserID: "u_carol", Role: "admin"}, {UserID: "u_dave", Role: "member"}}})
-	c.SSOProviders = []string{"acme"}
+	c.SSOProviders = []authz.SSOProvider{{ID: "acme", Issuer: "http://127.0.0.1:1", ClientID: "stepup"}}
 }
 
 // loginAs runs a CLI login in a new browser as username (password only).

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/handler/openid"
@@ -36,8 +37,8 @@ type Config struct {
 	Clients []Client
 	Users   []User
 	Orgs    []Org
-	// SSOProviders are the ids of the configured upstream providers.
-	SSOProviders []string
+	// SSOProviders are the upstream providers people can log in through.
+	SSOProviders []SSOProvider
 
 	// Mailer sends MFA reminders; nil writes them to the log.
 	Mailer   mfa.Mailer
@@ -146,6 +147,7 @@ type Server struct {
 	sessions *sessionStore
 	mfa      *secondFactors
 	ssh      *sshAuthority
+	sso      *upstreams
 	pages    *pages
 	// csrfKey and the token HMAC key are derived from the secret, each for
 	// one purpose.
@@ -191,6 +193,11 @@ func New(cfg Config) (*Server, error) {
 	// A rotated CA stays trusted a day: longer than any certificate (an
 	// hour) plus any gateway's cache of the authority list.
 	s.ssh = newSSHAuthority(cfg.Store, box, issuer.Hostname(), cfg.SSHCARotation, 24*time.Hour, cfg.Now)
+	s.sso = &upstreams{byID: map[string]*SSOProvider{}, providers: map[string]*oidc.Provider{},
+		callback: func(id string) string { return cfg.Issuer + "/sso/" + id + "/callback" }}
+	for i := range cfg.SSOProviders {
+		s.sso.byID[cfg.SSOProviders[i].ID] = &cfg.SSOProviders[i]
+	}
 	s.mfa = &secondFactors{
 		kv: cfg.Store, box: box, recovery: mfa.NewRecoveryHasher(derive(cfg.Secret, "recovery codes")),
 		throttle: mfa.Throttle{}, skew: cfg.TOTPSkew, issuer: issuer.Hostname(),
@@ -246,6 +253,8 @@ func (s *Server) compose() fosite.OAuth2Provider {
 	}
 	store := &oauthStore{clientDirectory: s.clients, grantStore: s.grants}
 	defer func() {
+		// After the refresh handler, which loads the grant's session.
+		fc.TokenEndpointHandlers.Append(ssoRefreshCheck{sso: s.sso, now: cfg.Now})
 		for i, h := range fc.TokenEndpointHandlers {
 			fc.TokenEndpointHandlers[i] = quietSkip{h}
 		}
@@ -324,6 +333,8 @@ func (s *Server) Route(r Router) {
 	for _, action := range []string{"setup", "verify", "recovery-codes", "disable"} {
 		r.Method(http.MethodPost, "/account/security/"+action, page(s.securityPost(action)))
 	}
+	r.Method(http.MethodGet, "/sso/{provider}/start", page(s.ssoStart))
+	r.Method(http.MethodGet, "/sso/{provider}/callback", page(s.ssoCallback))
 	r.Method(http.MethodGet, "/orgs/{org}/settings/security", page(s.orgSettings))
 	r.Method(http.MethodPost, "/orgs/{org}/settings/security", page(s.orgSettingsPost))
 	r.Method(http.MethodPost, "/orgs/{org}/settings/remind", page(s.orgRemindPost))

@@ -21,6 +21,9 @@ type Session struct {
 	ExpiresAt map[fosite.TokenType]time.Time `json:"exp,omitempty"`
 	Claims    *jwt.IDTokenClaims             `json:"claims"`
 	Headers   *jwt.Headers                   `json:"headers,omitempty"`
+	// SSO is when the login went through each upstream provider; a refresh
+	// past the provider's maximum session age fails.
+	SSO map[string]time.Time `json:"sso,omitempty"`
 }
 
 var _ openid.Session = (*Session)(nil)
@@ -67,6 +70,7 @@ func (s *Session) Clone() fosite.Session {
 	}
 	c := *s
 	c.ExpiresAt = maps.Clone(s.ExpiresAt)
+	c.SSO = maps.Clone(s.SSO)
 	if s.Claims != nil {
 		claims := *s.Claims
 		claims.Audience = slices.Clone(s.Claims.Audience)

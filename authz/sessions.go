@@ -28,17 +28,36 @@ type Factor struct {
 	Method string    `json:"method"` // pwd, otp, sso:<provider>
 	At     time.Time `json:"at"`
 	// Via tells how, where a method has several ways: "recovery" for an
-	// otp factor completed with a recovery code.
+	// otp factor completed with a recovery code; "mfa" for an SSO login the
+	// trusted upstream did with multiple factors.
 	Via string `json:"via,omitempty"`
 }
 
-// AMR is the session's amr claim.
+// AMR is the session's amr claim. An SSO factor completed with the
+// upstream's own MFA (Via "mfa", set only for trusted providers) counts as
+// multi-factor.
 func (ls *LoginSession) AMR() []string {
 	methods := make([]string, 0, len(ls.Factors))
+	upstreamMFA := false
 	for _, f := range ls.Factors {
 		methods = append(methods, f.Method)
+		upstreamMFA = upstreamMFA || (strings.HasPrefix(f.Method, tokens.SSOPrefix) && f.Via == "mfa")
 	}
-	return tokens.AMR(methods, false)
+	return tokens.AMR(methods, upstreamMFA)
+}
+
+// ssoLogins is when the person last logged in through each provider.
+func (ls *LoginSession) ssoLogins() map[string]time.Time {
+	var out map[string]time.Time
+	for _, f := range ls.Factors {
+		if id, ok := strings.CutPrefix(f.Method, tokens.SSOPrefix); ok {
+			if out == nil {
+				out = map[string]time.Time{}
+			}
+			out[id] = f.At
+		}
+	}
+	return out
 }
 
 // AuthTime is when the most recent factor was completed.

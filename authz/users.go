@@ -26,13 +26,14 @@ type User struct {
 type userDirectory struct {
 	byID       map[string]*User
 	byUsername map[string]*User
+	email      map[string]*User
 	// dummy is checked when the username is unknown, so that a wrong
 	// username costs as much time as a wrong password.
 	dummy string
 }
 
 func newUserDirectory(users []User) (*userDirectory, error) {
-	d := &userDirectory{byID: map[string]*User{}, byUsername: map[string]*User{}}
+	d := &userDirectory{byID: map[string]*User{}, byUsername: map[string]*User{}, email: map[string]*User{}}
 	for i := range users {
 		u := users[i]
 		if _, err := decodeArgon2id(u.PasswordHash); err != nil {
@@ -40,6 +41,9 @@ func newUserDirectory(users []User) (*userDirectory, error) {
 		}
 		d.byID[u.ID] = &u
 		d.byUsername[strings.ToLower(u.Username)] = &u
+		if u.Email != "" {
+			d.email[strings.ToLower(u.Email)] = &u
+		}
 	}
 	var err error
 	d.dummy, err = HashPassword(randomString(16))
@@ -48,6 +52,11 @@ func newUserDirectory(users []User) (*userDirectory, error) {
 
 func (d *userDirectory) get(id string) (*User, bool) {
 	u, ok := d.byID[id]
+	return u, ok
+}
+
+func (d *userDirectory) byEmail(email string) (*User, bool) {
+	u, ok := d.email[strings.ToLower(email)]
 	return u, ok
 }
 

@@ -242,7 +242,10 @@ func serverConfig(cfg *config.Config, st storeCloser, log *slog.Logger) (authz.C
 		})
 	}
 	for _, p := range cfg.SSOProviders {
-		c.SSOProviders = append(c.SSOProviders, p.ID)
+		c.SSOProviders = append(c.SSOProviders, authz.SSOProvider{
+			ID: p.ID, Issuer: p.Issuer, ClientID: p.ClientID, ClientSecret: p.ClientSecret, Scopes: p.Scopes,
+			TrustUpstreamMFA: p.TrustUpstreamMFA, Subjects: p.Subjects, MaxSessionAge: time.Duration(p.MaxSessionAge),
+		})
 	}
 	for _, o := range cfg.Orgs {
 		org := authz.Org{ID: o.ID, Name: o.Name, MFARequired: o.MFARequired, SSOProvider: o.SSOProvider}

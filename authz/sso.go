@@ -1,0 +1,278 @@
+package authz
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/ory/fosite"
+	"golang.org/x/oauth2"
+
+	"github.com/stepup-dev/stepup/authz/storage"
+	"github.com/stepup-dev/stepup/tokens"
+)
+
+// SSOProvider is an upstream OpenID Connect provider people can log in
+// through; a login through it adds the factor sso:<ID>.
+type SSOProvider struct {
+	ID, Issuer, ClientID, ClientSecret string
+	Scopes                             []string // default openid email profile
+	// TrustUpstreamMFA counts the upstream's own amr "mfa" as ours.
+	TrustUpstreamMFA bool
+	// Subjects maps upstream subjects to local user ids; without an entry,
+	// an identity is linked by the email address the upstream verified.
+	Subjects map[string]string
+	// MaxSessionAge bounds how long an SSO login keeps refreshing tokens.
+	MaxSessionAge time.Duration
+}
+
+// upstreams holds the providers and their discovery, done on first use so
+// that a provider that is down does not stop the server from starting.
+type upstreams struct {
+	byID     map[string]*SSOProvider
+	callback func(id string) string
+
+	mu        sync.Mutex
+	providers map[string]*oidc.Provider
+}
+
+func (u *upstreams) ids() []string {
+	var out []string
+	for id := range u.byID {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (u *upstreams) discover(ctx context.Context, p *SSOProvider) (*oidc.Provider, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if op, ok := u.providers[p.ID]; ok {
+		return op, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	op, err := oidc.NewProvider(ctx, p.Issuer)
+	if err != nil {
+		return nil, fmt.Errorf("discovering SSO provider %s at %s: %w", p.ID, p.Issuer, err)
+	}
+	u.providers[p.ID] = op
+	return op, nil
+}
+
+func (u *upstreams) oauth(op *oidc.Provider, p *SSOProvider) *oauth2.Config {
+	scopes := p.Scopes
+	if len(scopes) == 0 {
+		scopes = []string{oidc.ScopeOpenID, "email", "profile"}
+	}
+	return &oauth2.Config{ClientID: p.ClientID, ClientSecret: p.ClientSecret, Endpoint: op.Endpoint(),
+		RedirectURL: u.callback(p.ID), Scopes: scopes}
+}
+
+// ssoState is what a trip to the upstream carries, kept server-side under
+// the state value and taken once.
+type ssoState struct {
+	Provider  string `json:"provider"`
+	Challenge string `json:"challenge"`
+	Nonce     string `json:"nonce"`
+	Verifier  string `json:"verifier"`
+}
+
+const (
+	ssoStateNS  = "sso-state"
+	ssoStateTTL = 10 * time.Minute
+)
+
+// ssoStart is GET /sso/{provider}/start?challenge=…: off to the upstream,
+// with state, nonce and PKCE.
+func (s *Server) ssoStart(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	p, ok := s.sso.byID[r.PathValue("provider")]
+	if !ok {
+		s.showError(w, http.StatusNotFound, "Unknown sign-in provider", "This server has no single sign-on provider by that name.")
+		return
+	}
+	challenge := r.URL.Query().Get("challenge")
+	if _, ok := s.pending(w, r, challenge); !ok {
+		return
+	}
+	op, err := s.sso.discover(ctx, p)
+	if err != nil {
+		s.log.Error("sso", "err", err)
+		s.showError(w, http.StatusBadGateway, "Sign-in provider unavailable",
+			"The sign-in provider "+p.ID+" cannot be reached right now. Try again in a minute, or sign in another way.")
+		return
+	}
+	st := ssoState{Provider: p.ID, Challenge: challenge, Nonce: randomString(16), Verifier: oauth2.GenerateVerifier()}
+	data, _ := json.Marshal(st)
+	state := randomString(24)
+	if err := s.store.Put(ctx, ssoStateNS, state, data, ssoStateTTL); err != nil {
+		s.authorizeError(w, nil, err)
+		return
+	}
+	http.Redirect(w, r, s.sso.oauth(op, p).AuthCodeURL(state, oidc.Nonce(st.Nonce), oauth2.S256ChallengeOption(st.Verifier)), http.StatusSeeOther)
+}
+
+// ssoCallback is GET /sso/{provider}/callback: the upstream's answer. The
+// state is taken once, so a replayed callback finds nothing.
+func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	q := r.URL.Query()
+	p, ok := s.sso.byID[r.PathValue("provider")]
+	if !ok {
+		s.showError(w, http.StatusNotFound, "Unknown sign-in provider", "This server has no single sign-on provider by that name.")
+		return
+	}
+	data, err := s.store.Take(ctx, ssoStateNS, q.Get("state"))
+	if errors.Is(err, storage.ErrNotFound) || q.Get("state") == "" {
+		s.showError(w, http.StatusBadRequest, "This sign-in has expired",
+			"The answer from the sign-in provider does not match a sign-in in progress (it may have been used already). Start again from the application.")
+		return
+	}
+	if err != nil {
+		s.authorizeError(w, nil, err)
+		return
+	}
+	var st ssoState
+	if json.Unmarshal(data, &st) != nil || st.Provider != p.ID {
+		s.showError(w, http.StatusBadRequest, "Cannot sign in", "The answer came back to the wrong sign-in provider.")
+		return
+	}
+	// RFC 9207: an answer naming another issuer is a mix-up attack.
+	if q.Has("iss") && q.Get("iss") != p.Issuer {
+		s.showError(w, http.StatusBadRequest, "Cannot sign in", "The answer names a different sign-in provider than "+p.ID+".")
+		return
+	}
+	if e := q.Get("error"); e != "" {
+		s.showError(w, http.StatusUnauthorized, "Sign-in was not completed",
+			p.ID+" did not sign you in ("+truncate(e, 64)+": "+truncate(q.Get("error_description"), 200)+").")
+		return
+	}
+	op, err := s.sso.discover(ctx, p)
+	if err != nil {
+		s.showError(w, http.StatusBadGateway, "Sign-in provider unavailable", "The sign-in provider "+p.ID+" cannot be reached right now.")
+		return
+	}
+	u, upstreamMFA, err := s.ssoIdentity(ctx, op, p, q.Get("code"), st)
+	if err != nil {
+		s.log.Info("sso login refused", "provider", p.ID, "err", err)
+		s.showError(w, http.StatusUnauthorized, "Cannot sign in", err.Error())
+		return
+	}
+	ls, oldID, err := s.sessions.get(ctx, r)
+	if err != nil {
+		s.authorizeError(w, nil, err)
+		return
+	}
+	if ls == nil || ls.UserID != u.ID {
+		ls = &LoginSession{UserID: u.ID, CreatedAt: s.cfg.Now()}
+	}
+	via := ""
+	if upstreamMFA {
+		via = "mfa"
+	}
+	ls.addFactor(tokens.SSOMethod(p.ID), via, s.cfg.Now())
+	if err := s.sessions.save(ctx, w, ls, oldID); err != nil {
+		s.authorizeError(w, nil, err)
+		return
+	}
+	pa, ok := s.pending(w, r, st.Challenge)
+	if !ok {
+		return
+	}
+	s.continueLogin(w, r, st.Challenge, pa, ls)
+}
+
+// errSSO is a refusal to show the person as it is.
+type errSSO string
+
+func (e errSSO) Error() string { return string(e) }
+
+// ssoIdentity redeems the upstream's code, verifies its ID token (issuer,
+// audience, expiry, signature, nonce) and finds the local person.
+func (s *Server) ssoIdentity(ctx context.Context, op *oidc.Provider, p *SSOProvider, code string, st ssoState) (*User, bool, error) {
+	tok, err := s.sso.oauth(op, p).Exchange(ctx, code, oauth2.VerifierOption(st.Verifier))
+	if err != nil {
+		return nil, false, errSSO("The sign-in provider " + p.ID + " did not accept the sign-in (" + truncate(err.Error(), 200) + ").")
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	idt, err := op.Verifier(&oidc.Config{ClientID: p.ClientID, Now: s.cfg.Now}).Verify(ctx, raw)
+	if err != nil {
+		return nil, false, errSSO("The sign-in provider " + p.ID + " sent an identity that does not check out.")
+	}
+	if idt.Nonce != st.Nonce {
+		return nil, false, errSSO("The sign-in provider's answer does not belong to this sign-in.")
+	}
+	var c struct {
+		Email    string   `json:"email"`
+		Verified bool     `json:"email_verified"`
+		AMR      []string `json:"amr"`
+	}
+	if err := idt.Claims(&c); err != nil {
+		return nil, false, errSSO("The sign-in provider sent an identity that cannot be read.")
+	}
+	upstreamMFA := p.TrustUpstreamMFA && slices.Contains(c.AMR, tokens.MethodMFA)
+	if id, ok := p.Subjects[idt.Subject]; ok {
+		if u, ok := s.users.get(id); ok {
+			return u, upstreamMFA, nil
+		}
+	}
+	if c.Email == "" || !c.Verified {
+		return nil, false, errSSO("The sign-in provider " + p.ID + " did not vouch for an email address, so it cannot be matched to an account here.")
+	}
+	u, ok := s.users.byEmail(c.Email)
+	if !ok {
+		return nil, false, errSSO("There is no account here for " + c.Email + ". Ask an administrator to add you.")
+	}
+	return u, upstreamMFA, nil
+}
+
+func ssoLoginPath(provider string) string { return "/sso/" + provider + "/start" }
+
+// ssoRefreshCheck refuses to refresh a grant whose SSO login is older than
+// its provider allows: the person must go through the provider again.
+type ssoRefreshCheck struct {
+	sso *upstreams
+	now func() time.Time
+}
+
+func (c ssoRefreshCheck) CanHandleTokenEndpointRequest(_ context.Context, r fosite.AccessRequester) bool {
+	return r.GetGrantTypes().ExactOne("refresh_token")
+}
+
+func (c ssoRefreshCheck) CanSkipClientAuth(context.Context, fosite.AccessRequester) bool {
+	return false
+}
+
+// HandleTokenEndpointRequest runs after the refresh handler has loaded the
+// grant's session.
+func (c ssoRefreshCheck) HandleTokenEndpointRequest(ctx context.Context, r fosite.AccessRequester) error {
+	if !c.CanHandleTokenEndpointRequest(ctx, r) {
+		return fosite.ErrUnknownRequest
+	}
+	sess, ok := r.GetSession().(*Session)
+	if !ok {
+		return nil
+	}
+	for id, at := range sess.SSO {
+		p, ok := c.sso.byID[id]
+		if !ok || (p.MaxSessionAge > 0 && c.now().Sub(at) > p.MaxSessionAge) {
+			return fosite.ErrInvalidGrant.WithHintf("SSO session has expired: sign in through %s again.", id)
+		}
+	}
+	return nil
+}
+
+func (c ssoRefreshCheck) PopulateTokenEndpointResponse(ctx context.Context, r fosite.AccessRequester, _ fosite.AccessResponder) error {
+	if !c.CanHandleTokenEndpointRequest(ctx, r) {
+		return fosite.ErrUnknownRequest
+	}
+	return nil
+}
