@@ -97,18 +97,25 @@ func (s *Server) csrfFor(value string) string {
 	return b64.EncodeToString(m.Sum(nil))
 }
 
-// csrfToken returns the token for this browser's forms, setting the cookie
-// first if it has none.
-func (s *Server) csrfToken(w http.ResponseWriter, r *http.Request) string {
+// browserID is this browser's random cookie, set first if it has none. It
+// keys the CSRF tokens and binds SSO round trips to the browser that
+// started them.
+func (s *Server) browserID(w http.ResponseWriter, r *http.Request) string {
 	if c, err := r.Cookie(s.csrfCookieName()); err == nil && len(c.Value) == 43 {
-		return s.csrfFor(c.Value)
+		return c.Value
 	}
 	v := randomString(32)
 	http.SetCookie(w, &http.Cookie{
 		Name: s.csrfCookieName(), Value: v, Path: "/", HttpOnly: true,
 		Secure: s.issuer.Scheme == "https", SameSite: http.SameSiteLaxMode,
 	})
-	return s.csrfFor(v)
+	r.AddCookie(&http.Cookie{Name: s.csrfCookieName(), Value: v}) // later reads in this request see it
+	return v
+}
+
+// csrfToken returns the token for this browser's forms.
+func (s *Server) csrfToken(w http.ResponseWriter, r *http.Request) string {
+	return s.csrfFor(s.browserID(w, r))
 }
 
 // postedForm parses a page's form and checks its CSRF token, answering a

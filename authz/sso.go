@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,6 +80,10 @@ func (u *upstreams) oauth(op *oidc.Provider, p *SSOProvider) *oauth2.Config {
 // ssoState is what a trip to the upstream carries, kept server-side under
 // the state value and taken once.
 type ssoState struct {
+	// Browser is the starting browser's cookie: the answer must come back
+	// to the same browser, or someone could start a login and have another
+	// person finish it.
+	Browser   string `json:"browser"`
 	Provider  string `json:"provider"`
 	Challenge string `json:"challenge"`
 	Nonce     string `json:"nonce"`
@@ -110,7 +115,7 @@ func (s *Server) ssoStart(w http.ResponseWriter, r *http.Request) {
 			"The sign-in provider "+p.ID+" cannot be reached right now. Try again in a minute, or sign in another way.")
 		return
 	}
-	st := ssoState{Provider: p.ID, Challenge: challenge, Nonce: randomString(16), Verifier: oauth2.GenerateVerifier()}
+	st := ssoState{Browser: s.browserID(w, r), Provider: p.ID, Challenge: challenge, Nonce: randomString(16), Verifier: oauth2.GenerateVerifier()}
 	data, _ := json.Marshal(st)
 	state := randomString(24)
 	if err := s.store.Put(ctx, ssoStateNS, state, data, ssoStateTTL); err != nil {
@@ -143,6 +148,11 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) {
 	var st ssoState
 	if json.Unmarshal(data, &st) != nil || st.Provider != p.ID {
 		s.showError(w, http.StatusBadRequest, "Cannot sign in", "The answer came back to the wrong sign-in provider.")
+		return
+	}
+	if c, err := r.Cookie(s.csrfCookieName()); err != nil || subtle.ConstantTimeCompare([]byte(c.Value), []byte(st.Browser)) != 1 {
+		s.showError(w, http.StatusBadRequest, "Cannot sign in",
+			"This sign-in was started in another browser. Start again from the application in this one.")
 		return
 	}
 	// RFC 9207: an answer naming another issuer is a mix-up attack.

@@ -182,6 +182,15 @@ func TestSSORefusals(t *testing.T) {
 			t.Fatalf("replayed callback: %d %s", p.StatusCode, p.Body)
 		}
 	})
+	t.Run("fail/finished-in-another-browser", func(t *testing.T) {
+		attacker, victim := f.browser(t), f.browser(t)
+		// The attacker starts, and hands the upstream's page to the victim.
+		p := start(attacker)
+		p = f.viaUpstream(t, victim, victim.get(p.Request.URL.String()), "alice")
+		if p.StatusCode != 400 || !strings.Contains(p.Body, "started in another browser") {
+			t.Fatalf("%d %s", p.StatusCode, p.Body)
+		}
+	})
 	t.Run("fail/forged-state", func(t *testing.T) {
 		b := f.browser(t)
 		if p := b.get(f.local.Issuer + "/sso/acme/callback?code=x&state=forged"); p.StatusCode != 400 {
