@@ -1,0 +1,151 @@
+// Package cli is the stepup command: it logs a person in through the
+// browser, keeps their tokens and SSH certificate fresh, and answers the
+// step-up challenges of resource servers by logging in again with what
+// they demand. It talks to the server over HTTP only.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes. ExitStepUp tells scripts that a person has to log in again
+// with more factors, which they cannot do without a terminal.
+const (
+	ExitOK     = 0
+	ExitError  = 1
+	ExitStepUp = 3
+)
+
+// App holds what the commands take from their surroundings, so tests can
+// run them in-process against a real server.
+type App struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+	// OpenURL shows the authorize URL to the person; nil means the
+	// system browser.
+	OpenURL func(ctx context.Context, url string) error
+	// Interactive reports whether a person can answer a browser login;
+	// nil means "stdin is a terminal".
+	Interactive func() bool
+	HTTP        *http.Client
+	Now         func() time.Time
+}
+
+// New returns an App wired to the process.
+func New() *App {
+	return &App{
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		Getenv: os.Getenv,
+		HTTP:   &http.Client{Timeout: 30 * time.Second},
+		Now:    time.Now,
+	}
+}
+
+func (a *App) defaults() {
+	if a.Stdin == nil {
+		a.Stdin = os.Stdin
+	}
+	if a.Stdout == nil {
+		a.Stdout = io.Discard
+	}
+	if a.Stderr == nil {
+		a.Stderr = io.Discard
+	}
+	if a.Getenv == nil {
+		a.Getenv = os.Getenv
+	}
+	if a.HTTP == nil {
+		a.HTTP = &http.Client{Timeout: 30 * time.Second}
+	}
+	if a.Now == nil {
+		a.Now = time.Now
+	}
+	if a.OpenURL == nil {
+		a.OpenURL = openBrowser
+	}
+	if a.Interactive == nil {
+		a.Interactive = stdinIsTerminal
+	}
+}
+
+func stdinIsTerminal() bool {
+	fi, err := os.Stdin.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// exitError carries an exit code other than 1, and may be silent when the
+// command already said what there was to say.
+type exitError struct {
+	code   int
+	err    error
+	silent bool
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// Run runs one command line and returns the process's exit code.
+func (a *App) Run(ctx context.Context, args []string) int {
+	a.defaults()
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetIn(a.Stdin)
+	root.SetOut(a.Stdout)
+	root.SetErr(a.Stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if !ee.silent {
+			fmt.Fprintln(a.Stderr, "Error:", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(a.Stderr, "Error:", err)
+	return ExitError
+}
+
+// globals are the flags every command shares.
+type globals struct {
+	url           string
+	noInteraction bool
+}
+
+func (a *App) rootCmd() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "stepup",
+		Short: "Log in to Stepup and use its tokens and SSH certificates",
+		Example: `  stepup login
+  stepup login --method mfa
+  stepup ssh abcdefg123456-main-bvxea6i--app whoami`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.url, "url", "", "Stepup server URL (default: $STEPUP_URL, then the config file)")
+	root.PersistentFlags().BoolVar(&g.noInteraction, "no-interaction", false, "never open a browser; print what to run instead")
+	root.AddCommand(
+		a.loginCmd(g), a.logoutCmd(g),
+		a.authTokenCmd(g), a.authInfoCmd(g),
+		a.certLoadCmd(g), a.certInfoCmd(g),
+		a.apiCmd(g), a.sshCmd(g),
+	)
+	return root
+}
+
+// interactive reports whether this invocation may send the person to the
+// browser.
+func (a *App) interactive(g *globals) bool {
+	return !g.noInteraction && a.Interactive()
+}

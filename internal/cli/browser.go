@@ -1,0 +1,175 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// browserLogin is one authorization-code login through the person's
+// browser, returning to a loopback listener (RFC 8252) with PKCE.
+type browserLogin struct {
+	srv       *server
+	app       *App
+	amr       []string
+	maxAge    int
+	noBrowser bool
+	timeout   time.Duration
+	open      func(ctx context.Context, url string) error
+	out       io.Writer
+}
+
+// refusedError is the server's error redirect, e.g. a person who denied
+// access or could not complete a factor.
+type refusedError struct{ code, desc string }
+
+func (e *refusedError) Error() string {
+	if e.desc == "" {
+		return "the login was refused: " + e.code
+	}
+	return fmt.Sprintf("the login was refused: %s: %s", e.code, e.desc)
+}
+
+type callbackResult struct {
+	code string
+	err  error
+}
+
+func (b *browserLogin) run(ctx context.Context) (*oauth2.Token, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on 127.0.0.1 for the browser to come back (is the port in use?): %w", err)
+	}
+	defer ln.Close()
+	redirect := "http://" + ln.Addr().String() + "/callback"
+	cfg := b.app.oauthConfig(b.srv, redirect)
+	verifier := oauth2.GenerateVerifier()
+	state := randomString()
+
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
+	if len(b.amr) > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("amr", strings.Join(b.amr, " ")))
+	}
+	if b.maxAge > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.Itoa(b.maxAge)))
+	}
+	authURL := cfg.AuthCodeURL(state, opts...)
+
+	results := make(chan callbackResult, 1)
+	hs := &http.Server{
+		Handler:           b.callback(state, results),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go hs.Serve(ln)
+	defer hs.Close()
+
+	if b.noBrowser {
+		fmt.Fprintln(b.out, "Open this URL in a browser to log in:")
+		fmt.Fprintln(b.out, authURL)
+	} else if err := b.open(ctx, authURL); err != nil {
+		fmt.Fprintf(b.out, "Could not open a browser (%v). Open this URL to log in:\n", err)
+		fmt.Fprintln(b.out, authURL)
+	}
+	fmt.Fprintf(b.out, "Waiting for the browser login (up to %s, Ctrl-C to cancel)…\n", b.timeout.Round(time.Second))
+
+	timer := time.NewTimer(b.timeout)
+	defer timer.Stop()
+	var res callbackResult
+	select {
+	case res = <-results:
+	case <-timer.C:
+		return nil, fmt.Errorf("the browser did not come back within %s; run stepup login again (or use --no-browser and open the URL yourself)", b.timeout.Round(time.Second))
+	case <-ctx.Done():
+		return nil, fmt.Errorf("login cancelled: %w", ctx.Err())
+	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	tok, err := cfg.Exchange(b.app.oauthContext(ctx), res.code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		return nil, b.app.httpError(b.srv, err)
+	}
+	return tok, nil
+}
+
+// callback answers the browser's return. Only the first answer with the
+// right state counts; a stray request (a favicon, a stale tab) is told
+// off without ending the wait.
+func (b *browserLogin) callback(state string, results chan<- callbackResult) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/callback" {
+			http.NotFound(w, r)
+			return
+		}
+		q := r.URL.Query()
+		if q.Get("state") != state {
+			writePage(w, http.StatusBadRequest, "This login link is stale or was not started by this stepup command. Return to the terminal and try again.")
+			return
+		}
+		var res callbackResult
+		switch iss := q.Get("iss"); {
+		case iss == "" && b.srv.IssParameterSupported:
+			res.err = errors.New("the authorization response has no iss; refusing it (RFC 9207)")
+		case iss != "" && iss != b.srv.Issuer:
+			res.err = fmt.Errorf("the authorization response comes from %q, not from %q; refusing it (RFC 9207)", iss, b.srv.Issuer)
+		case q.Get("error") != "":
+			res.err = &refusedError{code: q.Get("error"), desc: q.Get("error_description")}
+		case q.Get("code") == "":
+			res.err = errors.New("the authorization response has no code")
+		default:
+			res.code = q.Get("code")
+		}
+		select {
+		case results <- res:
+		default:
+			writePage(w, http.StatusConflict, "This login has already been answered. Return to the terminal.")
+			return
+		}
+		if res.err != nil {
+			writePage(w, http.StatusOK, "The login did not succeed: "+res.err.Error()+". Please return to the terminal.")
+			return
+		}
+		writePage(w, http.StatusOK, "You are logged in. You can close this tab and return to the terminal.")
+	})
+}
+
+func writePage(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "<!doctype html><meta charset=utf-8><title>stepup</title><p>%s</p>\n", html.EscapeString(msg))
+}
+
+func randomString() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// openBrowser hands the URL to the desktop; its failure is not fatal
+// because the URL is printed instead.
+func openBrowser(ctx context.Context, url string) error {
+	name := "xdg-open"
+	if runtime.GOOS == "darwin" {
+		name = "open"
+	}
+	cmd := exec.CommandContext(ctx, name, url)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go cmd.Wait()
+	return nil
+}

@@ -1,0 +1,166 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// loginOptions are what a login asks of the server; step-up reuses them
+// with the methods a resource server demanded.
+type loginOptions struct {
+	force     bool
+	methods   []string
+	maxAge    int
+	noBrowser bool
+	timeout   time.Duration
+}
+
+func (a *App) loginCmd(g *globals) *cobra.Command {
+	o := loginOptions{}
+	var method string
+	cmd := &cobra.Command{
+		Use:   "login",
+		Short: "Log in through the browser and get tokens and an SSH certificate",
+		Example: `  stepup login
+  stepup login --method mfa
+  stepup login -f --method mfa,sso:acme --max-age 300
+  stepup login --no-browser   # print the URL to open elsewhere`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.methods = splitMethods(method)
+			srv, err := a.discover(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			return a.login(cmd.Context(), srv, o)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVarP(&o.force, "force", "f", false, "log in again even when the current session is enough")
+	f.StringVar(&method, "method", "", "authentication methods to require, comma-separated (e.g. mfa or mfa,sso:acme)")
+	f.IntVar(&o.maxAge, "max-age", 0, "require an authentication at most this many seconds old")
+	f.BoolVar(&o.noBrowser, "no-browser", false, "print the login URL instead of opening a browser")
+	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for the browser")
+	return cmd
+}
+
+func splitMethods(s string) []string {
+	var out []string
+	for _, m := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		out = append(out, m)
+	}
+	return out
+}
+
+func (a *App) login(ctx context.Context, srv *server, o loginOptions) error {
+	s, err := a.session()
+	if err != nil {
+		return err
+	}
+	if !o.force {
+		if t, err := a.validTokens(ctx, srv); err == nil {
+			if c, err := t.claims(); err == nil && satisfies(c, o.methods, o.maxAge, a.Now()) {
+				fmt.Fprintf(a.Stdout, "Already logged in as %s (%s). Use -f to log in again.\n", displayName(t, c.Subject), strings.Join(c.AMR, " "))
+				return nil
+			}
+		}
+	}
+	if o.timeout <= 0 {
+		o.timeout = 5 * time.Minute
+	}
+	bl := &browserLogin{
+		srv: srv, app: a, amr: o.methods, maxAge: o.maxAge,
+		noBrowser: o.noBrowser, timeout: o.timeout, open: a.OpenURL, out: a.Stderr,
+	}
+	tok, err := bl.run(ctx)
+	if err != nil {
+		return err
+	}
+	t := &storedTokens{
+		Issuer:       srv.Issuer,
+		AccessToken:  tok.AccessToken,
+		RefreshToken: tok.RefreshToken,
+		Expiry:       tokenExpiry(tok),
+	}
+	if id, ok := tok.Extra("id_token").(string); ok {
+		t.IDToken = id
+	}
+	c, err := t.claims()
+	if err != nil {
+		return err
+	}
+	t.Username = a.username(ctx, srv, t.AccessToken)
+	// Taking the lock keeps a concurrent refresh from writing an older
+	// session over this one.
+	unlock, err := s.lock(ctx)
+	if err != nil {
+		return err
+	}
+	err = s.save(t)
+	unlock()
+	if err != nil {
+		return err
+	}
+	if _, err := a.issueCertificate(ctx, srv, t, false); err != nil {
+		fmt.Fprintf(a.Stderr, "Logged in, but no SSH certificate: %v\n", err)
+	}
+	fmt.Fprintf(a.Stdout, "Logged in as %s (%s)\n", displayName(t, c.Subject), strings.Join(c.AMR, " "))
+	return nil
+}
+
+func displayName(t *storedTokens, sub string) string {
+	if t.Username != "" {
+		return t.Username
+	}
+	return sub
+}
+
+// username asks the server, since the access token carries only the user
+// id; an empty answer falls back to the id.
+func (a *App) username(ctx context.Context, srv *server, access string) string {
+	var me struct {
+		Username string `json:"username"`
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/api/me", nil)
+	if err != nil {
+		return ""
+	}
+	req.Header.Set("Authorization", "Bearer "+access)
+	resp, err := a.HTTP.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&me) != nil {
+		return ""
+	}
+	return me.Username
+}
+
+// loginCommand is what a person runs to satisfy a challenge, printed
+// where the CLI may not open a browser itself.
+func loginCommand(methods []string, maxAge int) string {
+	cmd := "stepup login"
+	if len(methods) > 0 {
+		cmd += " --method " + strings.Join(methods, ",")
+	}
+	if maxAge > 0 {
+		cmd += fmt.Sprintf(" --max-age %d", maxAge)
+	}
+	return cmd
+}
+
+// stepUpNeeded is the exit of a non-interactive command that met a
+// challenge.
+func (a *App) stepUpNeeded(methods []string, maxAge int) error {
+	fmt.Fprintln(a.Stderr, "Additional authentication is required. Run:")
+	fmt.Fprintln(a.Stderr, "  "+loginCommand(methods, maxAge))
+	return &exitError{code: ExitStepUp, err: errors.New("step-up required"), silent: true}
+}

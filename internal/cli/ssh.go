@@ -1,0 +1,168 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/stepup-dev/stepup/tokens"
+)
+
+// deniedMessage starts the gateway's refusal on standard error.
+const deniedMessage = "Error: Access denied"
+
+func (a *App) sshCmd(g *globals) *cobra.Command {
+	var host string
+	var port int
+	cmd := &cobra.Command{
+		Use:   "ssh SERVICE [COMMAND...]",
+		Short: "Connect to a service through the SSH gateway with the Stepup certificate",
+		Example: `  stepup ssh abcdefg123456-main-bvxea6i--app
+  stepup ssh abcdefg123456-main-bvxea6i--app whoami
+  stepup ssh my-service --host ssh.example.com --port 2222 -- ls -la`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			srv, err := a.discover(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			if host == "" {
+				host = srv.cfg.SSHHost
+			}
+			if host == "" {
+				host = srv.domain()
+			}
+			if port == 0 {
+				port = srv.cfg.SSHPort
+			}
+			return a.runSSH(cmd.Context(), g, srv, host, port, args[0], args[1:])
+		},
+	}
+	cmd.Flags().StringVar(&host, "host", "", "SSH gateway host (default: config ssh_host, then the server's host)")
+	cmd.Flags().IntVar(&port, "port", 0, "SSH gateway port (default: config ssh_port, then 22)")
+	return cmd
+}
+
+func (a *App) runSSH(ctx context.Context, g *globals, srv *server, host string, port int, service string, remote []string) error {
+	s, err := a.session()
+	if err != nil {
+		return err
+	}
+	if _, _, err := a.ensureCert(ctx, g, srv, false, false); err != nil {
+		return err
+	}
+	retried := false
+	for {
+		code, stderr, err := a.execSSH(ctx, s, host, port, service, remote)
+		if err != nil {
+			return err
+		}
+		ch, denied := parseDenial(stderr)
+		if !denied {
+			if code != 0 {
+				return &exitError{code: code, err: fmt.Errorf("ssh exited with %d", code), silent: true}
+			}
+			return nil
+		}
+		if ch == nil || retried {
+			return &exitError{code: ExitError, err: errors.New("the SSH gateway refused access"), silent: retried}
+		}
+		retried = true
+		fmt.Fprintln(a.Stderr, explain(ch))
+		t, err := a.validTokens(ctx, srv)
+		if err != nil {
+			return err
+		}
+		if c, err := t.claims(); err == nil && satisfies(c, ch.AMR, ch.MaxAge, a.Now()) {
+			// The session is already strong enough and only the
+			// certificate is older than it.
+			if _, err := a.issueCertificate(ctx, srv, t, false); err != nil {
+				return err
+			}
+			continue
+		}
+		if !a.interactive(g) {
+			return a.stepUpNeeded(ch.AMR, ch.MaxAge)
+		}
+		if err := a.login(ctx, srv, loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge}); err != nil {
+			return err
+		}
+	}
+}
+
+// execSSH runs ssh with the session's key and certificate, passing its
+// standard error through while keeping a copy to read a refusal from.
+func (a *App) execSSH(ctx context.Context, s *session, host string, port int, service string, remote []string) (int, []byte, error) {
+	args := []string{
+		"-i", s.path(keyFile),
+		"-o", "CertificateFile=" + s.path(certFile),
+		"-o", "IdentitiesOnly=yes",
+	}
+	if port != 0 {
+		args = append(args, "-p", strconv.Itoa(port))
+	}
+	args = append(args, service+"@"+host)
+	args = append(args, remote...)
+	cmd := exec.CommandContext(ctx, "ssh", args...)
+	var buf bytes.Buffer
+	cmd.Stdin = a.Stdin
+	cmd.Stdout = a.Stdout
+	cmd.Stderr = io.MultiWriter(a.Stderr, &buf)
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.ExitCode(), buf.Bytes(), nil
+	case errors.Is(err, exec.ErrNotFound):
+		return 0, nil, errors.New("ssh is not installed (stepup ssh runs the OpenSSH client)")
+	case err != nil:
+		return 0, nil, err
+	}
+	return 0, buf.Bytes(), nil
+}
+
+// parseDenial finds the gateway's refusal; the challenge is nil when the
+// refusal demands nothing a login could give (e.g. not a member).
+func parseDenial(stderr []byte) (*challenge, bool) {
+	if !bytes.Contains(stderr, []byte(deniedMessage)) {
+		return nil, false
+	}
+	sc := bufio.NewScanner(bytes.NewReader(stderr))
+	for sc.Scan() {
+		line := strings.TrimSpace(strings.TrimSuffix(sc.Text(), "\r"))
+		if p, ok := strings.CutPrefix(line, "Parameters:"); ok {
+			var ch challenge
+			if json.Unmarshal([]byte(strings.TrimSpace(p)), &ch) == nil && (len(ch.AMR) > 0 || ch.MaxAge > 0) {
+				return &ch, true
+			}
+		}
+	}
+	return nil, true
+}
+
+func explain(ch *challenge) string {
+	var b strings.Builder
+	for _, m := range ch.AMR {
+		switch {
+		case m == tokens.MethodMFA:
+			b.WriteString("Multi-factor authentication (MFA) is required.\n")
+		case strings.HasPrefix(m, tokens.SSOPrefix):
+			fmt.Fprintf(&b, "Single sign-on through %q is required.\n", strings.TrimPrefix(m, tokens.SSOPrefix))
+		default:
+			fmt.Fprintf(&b, "Authentication method %q is required.\n", m)
+		}
+	}
+	if ch.MaxAge > 0 {
+		fmt.Fprintf(&b, "A login within the last %d seconds is required.\n", ch.MaxAge)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
