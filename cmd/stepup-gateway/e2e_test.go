@@ -579,6 +579,90 @@ gateway: {client_id: %s, client_secret: %q}
 	})
 }
 
+// TestHTTPAPI runs the built gateway's HTTP API against a real Stepup
+// server, with access tokens from real logins.
+func TestHTTPAPI(t *testing.T) {
+	issuer := startStepup(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "stepup.yaml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`services:
+  - id: %s
+    org: acme
+gateway: {client_id: %s, client_secret: %q}
+`, service, gatewayID, gatewaySecret)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	startGateway(t, "--issuer", issuer, "--config", cfgPath, "--ssh-addr", "127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)),
+		"--http-addr", httpAddr, "--git-root", filepath.Join(dir, "repos"))
+	project := "http://" + httpAddr + "/projects/" + service
+
+	alice := newBrowser(t, issuer)
+	t.Run("fail/password-only-needs-mfa", func(t *testing.T) {
+		resp, body := apiGet(t, project, alice.login("alice", ""))
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		challenge := resp.Header.Get("WWW-Authenticate")
+		for _, want := range []string{`Bearer `, `error="insufficient_user_authentication"`, `amr="mfa"`} {
+			if !strings.Contains(challenge, want) {
+				t.Errorf("WWW-Authenticate %q lacks %s", challenge, want)
+			}
+		}
+		var got struct {
+			Error string   `json:"error"`
+			AMR   []string `json:"amr"`
+		}
+		if err := json.Unmarshal(body, &got); err != nil || got.Error != "insufficient_user_authentication" || !slices.Equal(got.AMR, []string{"mfa"}) {
+			t.Errorf("body %s: %v", body, err)
+		}
+	})
+
+	t.Run("ok/after-mfa", func(t *testing.T) {
+		secret := alice.enrollMFA()
+		resp, body := apiGet(t, project, newBrowser(t, issuer).login("alice", secret))
+		if resp.StatusCode != http.StatusOK || string(body) != `{"service":"`+service+`","org":"acme"}`+"\n" {
+			t.Errorf("%d %s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("fail/not-a-member", func(t *testing.T) {
+		resp, body := apiGet(t, project, newBrowser(t, issuer).login("bob", ""))
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), `"error":"not_found"`) {
+			t.Errorf("%d %s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("fail/no-token", func(t *testing.T) {
+		resp, body := apiGet(t, project, "")
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != "Bearer" {
+			t.Errorf("%d %q %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+		}
+	})
+}
+
+// apiGet calls the gateway's HTTP API as the CLI would, with token if any.
+func apiGet(t *testing.T, u, token string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
 // forgeCertificate gives key a certificate that looks like Stepup's in
 // every way but is signed by a CA of its own.
 func forgeCertificate(t *testing.T, key, issuer string) {

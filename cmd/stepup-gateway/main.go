@@ -55,7 +55,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.issuer, "issuer", "", "the Stepup server's base `URL` (default: issuer from the config file)")
 	fs.StringVar(&o.configPath, "config", "", "Stepup config `file`, for its services and gateway keys; STEPUP_* variables apply too")
 	fs.StringVar(&o.sshAddr, "ssh-addr", "127.0.0.1:2222", "SSH listen `address`")
-	fs.StringVar(&o.httpAddr, "http-addr", "", "HTTP listen `address` for /healthz (default: none)")
+	fs.StringVar(&o.httpAddr, "http-addr", "", "HTTP listen `address` for /healthz and the API, GET /projects/{service} (default: none)")
 	fs.StringVar(&o.hostKey, "host-key", "", "OpenSSH private host key `file` (default: a new Ed25519 key each start)")
 	fs.StringVar(&o.gitRoot, "git-root", filepath.Join(os.TempDir(), "stepup-gateway-git"), "`directory` of the services' git repositories")
 	if err := fs.Parse(args); err != nil {
@@ -107,13 +107,18 @@ func run(args []string, stderr io.Writer) error {
 	}
 	tasks := []func(context.Context) error{func(ctx context.Context) error { return srv.Serve(ctx, sshLn) }}
 	if o.httpAddr != "" {
-		health, err := listenHealth(o.httpAddr)
+		api, err := srv.HTTPHandler()
 		if err != nil {
 			_ = sshLn.Close()
 			return err
 		}
-		tasks = append(tasks, health)
-		log.Info("HTTP health check listening", "addr", o.httpAddr)
+		serveHTTP, err := listenHTTP(o.httpAddr, api)
+		if err != nil {
+			_ = sshLn.Close()
+			return err
+		}
+		tasks = append(tasks, serveHTTP)
+		log.Info("HTTP API listening", "addr", o.httpAddr)
 	}
 	log.Info("SSH gateway listening", "addr", sshLn.Addr().String(), "issuer", issuer,
 		"services", len(file.services), "git_root", o.gitRoot)

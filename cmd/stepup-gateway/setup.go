@@ -101,9 +101,9 @@ func readHostKey(path string) (ssh.Signer, error) {
 	return key, nil
 }
 
-// listenHealth binds addr now, so a bad address stops the start, and
-// returns the task that serves GET /healthz until its context ends.
-func listenHealth(addr string) (func(context.Context) error, error) {
+// listenHTTP binds addr now, so a bad address stops the start, and
+// returns the task that serves GET /healthz and api until its context ends.
+func listenHTTP(addr string, api http.Handler) (func(context.Context) error, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -113,7 +113,10 @@ func listenHealth(addr string) (func(context.Context) error, error) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	mux.Handle("/", api)
+	// WriteTimeout is above the API's own bound on waiting for the Stepup
+	// server, so that a slow server still gets the client an answer.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
 	return func(ctx context.Context) error {
 		stop := context.AfterFunc(ctx, func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
