@@ -305,7 +305,7 @@ func (s *Server) checkAuthorizeRequest(ar fosite.AuthorizeRequester) error {
 	}
 	if v := form.Get("max_age"); v != "" {
 		secs, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || secs < 0 || time.Duration(secs)*time.Second > maxAgeLimit {
+		if err != nil || secs < 0 || secs > int64(maxAgeLimit/time.Second) { // in seconds: multiplying first could overflow
 			return fosite.ErrInvalidRequest.WithHint("max_age must be a whole number of seconds from 0 to ten years.")
 		}
 	}

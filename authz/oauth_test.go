@@ -146,6 +146,9 @@ func TestAuthorizeRefusedBeforeLogin(t *testing.T) {
 		{"fail/unsupported-response-type", strings.Replace(cfg.AuthCodeURL("state-0123456789", challenge), "response_type=code", "response_type=token", 1), "unsupported_response_type", 0},
 		{"fail/unknown-amr", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("amr", "hwk")), "unmet_authentication_requirements", 0},
 		{"fail/bad-max-age", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("max_age", "-5")), "invalid_request", 0},
+		{"fail/absurd-max-age", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("max_age", "99999999999999")), "invalid_request", 0},
+		{"fail/huge-amr", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("amr", strings.Repeat("mfa ", 100))), "invalid_request", 0},
+		{"fail/unknown-sso-provider", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("amr", "mfa sso:nobody")), "unmet_authentication_requirements", 0},
 		{"fail/prompt-none-mixed", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("prompt", "none login")), "invalid_request", 0},
 		{"fail/prompt-none-without-session", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("prompt", "none")), "login_required", 0},
 		{"fail/unknown-client", strings.Replace(cfg.AuthCodeURL("state-0123456789", challenge), "client_id=stepup-cli", "client_id=nobody", 1), "", http.StatusUnauthorized},
@@ -318,6 +321,19 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	if _, ok := tok2.Extra("id_token").(string); !ok {
 		t.Error("refresh with openid scope returned no ID token")
 	}
+
+	// A client cannot add to amr at refresh: extra parameters are ignored.
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok2.RefreshToken}, "client_id": {cliClient},
+		"amr": {"mfa"}, "acr_values": {"urn:stepup:org:acme"}, "scope": {"openid offline_access"}}
+	status, body := postForm(t, ts.Issuer+"/oauth2/token", form, "", "")
+	if status != 200 {
+		t.Fatalf("refresh with extra parameters: %d %v", status, body)
+	}
+	_, c3 := jwtParts(t, body["access_token"].(string))
+	if !slices.Equal(strs(c3["amr"]), []string{"pwd"}) {
+		t.Fatalf("refresh with amr=mfa gave amr %v", c3["amr"])
+	}
+	tok2 = &oauth2.Token{AccessToken: body["access_token"].(string), RefreshToken: body["refresh_token"].(string)}
 
 	// Reusing the first refresh token revokes the whole family.
 	if _, err := cfg.TokenSource(bg, &oauth2.Token{RefreshToken: tok1.RefreshToken}).Token(); oauthErrorOf(err) != "invalid_grant" {

@@ -13,7 +13,10 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/stepup-dev/stepup/authz"
 
 	"github.com/stepup-dev/stepup/tokens/sshca"
 )
@@ -135,6 +138,16 @@ func TestSSHCertificateRefusals(t *testing.T) {
 			}
 		})
 	}
+	t.Run("fail/token-for-another-audience", func(t *testing.T) {
+		other := newTestServer(t, func(c *authz.Config) { c.Clients[0].Audience = []string{"https://other.example"} })
+		tok, _ := exchange(t, other, newBrowser(t, other.Issuer), oauth2.SetAuthURLParam("audience", "https://other.example"))
+		if _, c := jwtParts(t, tok.AccessToken); !slices.Equal(strs(c["aud"]), []string{"https://other.example"}) {
+			t.Fatalf("setup: aud = %v", c["aud"])
+		}
+		if status, body := postSSH(t, other, tok.AccessToken, keyBody(userKey(t))); status != 401 || !strings.Contains(body["error_description"].(string), "another audience") {
+			t.Fatalf("got %d %v, want 401", status, body)
+		}
+	})
 	t.Run("fail/expired-token", func(t *testing.T) {
 		ts.Clock.Advance(2 * time.Hour)
 		defer ts.Clock.Advance(-2 * time.Hour)
