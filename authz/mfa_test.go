@@ -289,3 +289,37 @@ func TestOrganizationContextAtLogin(t *testing.T) {
 		t.Fatalf("non-member: %s", p.Header.Get("Location"))
 	}
 }
+
+// TestStepUpAsksForTheCodeAlone is the loop resource servers rely on: a
+// token from a password login is refused by an organization that requires
+// MFA; the authorization with amr=mfa asks the same browser for the code
+// only, never the password again; the new token passes.
+func TestStepUpAsksForTheCodeAlone(t *testing.T) {
+	ts := newTestServer(t, func(c *authz.Config) {
+		c.Orgs = append(c.Orgs, authz.Org{ID: "secure", Name: "Secure", MFARequired: true,
+			Members: []authz.Member{{UserID: "u_alice", Role: "member"}}})
+	})
+	// The console's browser logs in with the password...
+	console, tok := loginAs(t, ts, "alice")
+	// ...while alice turns on MFA from another device.
+	phone, _ := loginAs(t, ts, "alice")
+	secret, _ := enroll(t, ts, phone)
+
+	status, h, body := call(t, "GET", ts.Issuer+"/api/orgs/secure", tok.AccessToken, nil)
+	if status != 401 || !strings.Contains(h.Get("WWW-Authenticate"), `amr="mfa"`) || !slices.Equal(strs(body["amr"]), []string{"mfa"}) {
+		t.Fatalf("password token: %d %v", status, body)
+	}
+	cfg := cliConfig(ts.Issuer, "53682")
+	v := oauth2.GenerateVerifier()
+	p := console.get(cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v), oauth2.SetAuthURLParam("amr", strings.Join(strs(body["amr"]), " "))))
+	if p.Request.URL.Path != "/login/otp" || strings.Contains(p.Body, `name="password"`) {
+		t.Fatalf("step-up asked for more than the code: %d at %s", p.StatusCode, p.Request.URL)
+	}
+	stepped := tokensFrom(t, ts, submitCode(console, p, code(t, secret, ts.Clock.Now().Add(30*time.Second))), v)
+	if status, _, body := call(t, "GET", ts.Issuer+"/api/orgs/secure", stepped.AccessToken, nil); status != 200 || body["id"] != "secure" {
+		t.Fatalf("after step-up: %d %v", status, body)
+	}
+	if _, c := jwtParts(t, stepped.AccessToken); !slices.Contains(strs(c["amr"]), "mfa") || c["jti"] == "" {
+		t.Fatalf("stepped-up token claims %v", c)
+	}
+}
