@@ -98,9 +98,14 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	links, err := s.linkedProviders(r.Context(), u.ID)
+	if err != nil {
+		s.unavailable(w, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"id": u.ID, "username": u.Username, "email": u.Email,
-		"mfa_enabled": enrolled, "sso_providers": ssoProviders(sess), "orgs": orgs,
+		"mfa_enabled": enrolled, "sso_providers": links, "orgs": orgs,
 	})
 }
 
@@ -127,15 +132,4 @@ func (s *Server) access(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"member": true, "role": role, "requirements": sec.requirements()})
-}
-
-// ssoProviders lists the providers a token's login went through.
-func ssoProviders(sess *Session) []string {
-	out := []string{}
-	for _, m := range sess.AMR() {
-		if p, ok := strings.CutPrefix(m, "sso:"); ok {
-			out = append(out, p)
-		}
-	}
-	return out
 }

@@ -231,8 +231,12 @@ func (s *Server) memberList(ctx context.Context, q *orgRequest) ([]memberView, e
 		if err != nil {
 			return nil, err
 		}
+		links, err := s.linkedProviders(ctx, u.ID)
+		if err != nil {
+			return nil, err
+		}
 		out = append(out, memberView{ID: u.ID, Username: u.Username, Email: u.Email, Role: m.Role,
-			MFAEnabled: enrolled, SSOProviders: []string{}, LastRemindedAt: reminded})
+			MFAEnabled: enrolled, SSOProviders: links, LastRemindedAt: reminded})
 	}
 	return out, nil
 }

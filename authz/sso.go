@@ -189,6 +189,10 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) {
 		via = "mfa"
 	}
 	ls.addFactor(tokens.SSOMethod(p.ID), via, s.cfg.Now())
+	if err := s.linkSSO(ctx, u.ID, p.ID); err != nil {
+		s.authorizeError(w, nil, err)
+		return
+	}
 	if err := s.sessions.save(ctx, w, ls, oldID); err != nil {
 		s.authorizeError(w, nil, err)
 		return
@@ -242,6 +246,40 @@ func (s *Server) ssoIdentity(ctx context.Context, op *oidc.Provider, p *SSOProvi
 		return nil, false, errSSO("There is no account here for " + c.Email + ". Ask an administrator to add you.")
 	}
 	return u, upstreamMFA, nil
+}
+
+const ssoLinksNS = "sso-links"
+
+// linkSSO records that the person has logged in through provider, for the
+// members list and userinfo.
+func (s *Server) linkSSO(ctx context.Context, userID, provider string) error {
+	return s.store.Update(ctx, ssoLinksNS, userID, 0, func(old []byte) ([]byte, error) {
+		var ids []string
+		if old != nil {
+			if err := json.Unmarshal(old, &ids); err != nil {
+				return nil, err
+			}
+		}
+		if slices.Contains(ids, provider) {
+			return old, nil
+		}
+		ids = append(ids, provider)
+		slices.Sort(ids)
+		return json.Marshal(ids)
+	})
+}
+
+// linkedProviders are the providers the person has logged in through.
+func (s *Server) linkedProviders(ctx context.Context, userID string) ([]string, error) {
+	data, err := s.store.Get(ctx, ssoLinksNS, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return []string{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	return ids, json.Unmarshal(data, &ids)
 }
 
 func ssoLoginPath(provider string) string { return "/sso/" + provider + "/start" }

@@ -97,6 +97,14 @@ func TestSSOLogin(t *testing.T) {
 		t.Fatalf("ID token: %v, sub %v", err, idt)
 	}
 
+	// The API and userinfo now know alice has used the provider.
+	if _, _, me := call(t, "GET", f.local.Issuer+"/api/me", tok.AccessToken, nil); !slices.Equal(strs(me["sso_providers"]), []string{"acme"}) {
+		t.Errorf("/api/me sso_providers = %v", me["sso_providers"])
+	}
+	if _, _, ui := call(t, "GET", f.local.Issuer+"/oauth2/userinfo", tok.AccessToken, nil); ui["sso_enabled"] != true {
+		t.Errorf("userinfo sso_enabled = %v", ui["sso_enabled"])
+	}
+
 	// While the SSO session is young, refreshing works and keeps the amr.
 	rt, err := cfg.TokenSource(bg, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
 	if err != nil {

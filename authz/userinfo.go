@@ -43,10 +43,15 @@ func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) {
 		s.unavailable(w, err)
 		return
 	}
+	links, err := s.linkedProviders(r.Context(), u.ID)
+	if err != nil {
+		s.unavailable(w, err)
+		return
+	}
 	claims := map[string]any{
 		"sub":         u.ID,
 		"mfa_enabled": enrolled,
-		"sso_enabled": len(ssoProviders(sess)) > 0,
+		"sso_enabled": len(links) > 0,
 	}
 	scopes := ar.GetGrantedScopes()
 	if scopes.Has("profile") {
