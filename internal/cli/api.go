@@ -38,24 +38,9 @@ func (a *App) apiCmd(g *globals) *cobra.Command {
 			if !strings.HasPrefix(path, "/") {
 				path = "/" + path
 			}
-			status, body, ch, err := a.callAPI(cmd.Context(), srv, method, path, data)
+			status, body, err := a.callAPIWithStepUp(cmd.Context(), g, srv, method, path, data)
 			if err != nil {
 				return err
-			}
-			if ch != nil {
-				if !a.interactive(g) {
-					return a.stepUpNeeded(ch.AMR, ch.MaxAge)
-				}
-				fmt.Fprintf(a.Stderr, "The server requires more authentication (%s); logging in again.\n", strings.Join(ch.AMR, " "))
-				if err := a.login(cmd.Context(), srv, loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge}); err != nil {
-					return err
-				}
-				if status, body, ch, err = a.callAPI(cmd.Context(), srv, method, path, data); err != nil {
-					return err
-				}
-				if ch != nil {
-					return errors.New("the server still requires more authentication after logging in again")
-				}
 			}
 			a.Stdout.Write(body)
 			if len(body) > 0 && body[len(body)-1] != '\n' {
@@ -69,6 +54,30 @@ func (a *App) apiCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&data, "data", "d", "", "JSON request body")
 	return cmd
+}
+
+// callAPIWithStepUp calls the API and, when the server answers with a
+// step-up challenge, logs in again with what it demands and retries once;
+// without a person at the terminal it says what to run instead.
+func (a *App) callAPIWithStepUp(ctx context.Context, g *globals, srv *server, method, path, data string) (int, []byte, error) {
+	status, body, ch, err := a.callAPI(ctx, srv, method, path, data)
+	if err != nil || ch == nil {
+		return status, body, err
+	}
+	if !a.interactive(g) {
+		return 0, nil, a.stepUpNeeded(ch.AMR, ch.MaxAge)
+	}
+	fmt.Fprintf(a.Stderr, "The server requires more authentication (%s); logging in again.\n", strings.Join(ch.AMR, " "))
+	if err := a.login(ctx, srv, loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge}); err != nil {
+		return 0, nil, err
+	}
+	if status, body, ch, err = a.callAPI(ctx, srv, method, path, data); err != nil {
+		return 0, nil, err
+	}
+	if ch != nil {
+		return 0, nil, errors.New("the server still requires more authentication after logging in again")
+	}
+	return status, body, nil
 }
 
 // callAPI returns the challenge instead of the body when the server asks

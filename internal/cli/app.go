@@ -140,6 +140,7 @@ func (a *App) rootCmd() *cobra.Command {
 		a.authTokenCmd(g), a.authInfoCmd(g),
 		a.certLoadCmd(g), a.certInfoCmd(g),
 		a.apiCmd(g), a.sshCmd(g),
+		a.orgSecurityCmd(g), a.orgUsersCmd(g), a.orgRemindCmd(g),
 	)
 	return root
 }
