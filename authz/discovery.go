@@ -25,7 +25,7 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
 		"response_types_supported":              []string{"code"},
 		"response_modes_supported":              []string{"query"},
 		"prompt_values_supported":               []string{"none", "login", "consent", "select_account"},
-		"grant_types_supported":                 []string{"authorization_code", "refresh_token", "client_credentials"},
+		"grant_types_supported":                 grantTypes,
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": s.keys.algs,
 		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "none"},

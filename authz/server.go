@@ -17,6 +17,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
+	"github.com/ory/fosite/handler/oauth2"
 	"github.com/ory/fosite/handler/openid"
 
 	"github.com/stepup-dev/stepup/authz/storage"
@@ -255,6 +256,8 @@ func (s *Server) compose() fosite.OAuth2Provider {
 	defer func() {
 		// After the refresh handler, which loads the grant's session.
 		fc.TokenEndpointHandlers.Append(ssoRefreshCheck{sso: s.sso, now: cfg.Now})
+		fc.TokenEndpointHandlers.Append(&apiTokenGrant{srv: s, lifespan: cfg.AccessTokenTTL,
+			HandleHelper: &oauth2.HandleHelper{AccessTokenStrategy: strategy.CoreStrategy, AccessTokenStorage: store, Config: fc}})
 		for i, h := range fc.TokenEndpointHandlers {
 			fc.TokenEndpointHandlers[i] = quietSkip{h}
 		}
@@ -342,6 +345,9 @@ func (s *Server) Route(r Router) {
 	r.Method(http.MethodPost, "/ssh", h(s.sshCertificate))
 	r.Method(http.MethodGet, "/ssh/authority", h(s.sshAuthorities))
 	r.Method(http.MethodGet, "/api/me", h(s.me))
+	r.Method(http.MethodPost, "/api/me/api-tokens", h(s.createAPIToken))
+	r.Method(http.MethodGet, "/api/me/api-tokens", h(s.listAPITokens))
+	r.Method(http.MethodDelete, "/api/me/api-tokens/{id}", h(s.deleteAPIToken))
 	r.Method(http.MethodGet, "/api/orgs/{org}/access/{user_id}", h(s.access))
 	r.Method(http.MethodGet, "/api/orgs/{org}", h(s.getOrg))
 	r.Method(http.MethodPatch, "/api/orgs/{org}/security", h(s.patchOrgSecurity))

@@ -46,7 +46,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	s.oauth.WriteAccessResponse(ctx, w, ar, resp)
 }
 
-var grantTypes = []string{"authorization_code", "refresh_token", "client_credentials"}
+var grantTypes = []string{"authorization_code", "refresh_token", "client_credentials", "api_token"}
 
 func (s *Server) tokenError(ctx context.Context, w http.ResponseWriter, ar fosite.AccessRequester, err error) {
 	switch {

@@ -38,6 +38,7 @@ func seedDemo(cfg *config.Config) (*demo, error) {
 		cfg.Clients = append(cfg.Clients, config.Client{
 			ID: demoClient, Public: true,
 			RedirectURIs: []string{"http://127.0.0.1/callback"},
+			GrantTypes:   []string{"authorization_code", "refresh_token", "api_token"},
 			Scopes:       []string{"openid", "offline_access", "profile", "email"},
 		})
 	}

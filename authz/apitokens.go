@@ -1,0 +1,259 @@
+package authz
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/handler/oauth2"
+
+	"github.com/stepup-dev/stepup/authz/storage"
+)
+
+// apiToken is a person's long-lived token for automation. The grant
+// api_token exchanges it for a short-lived access token that carries the
+// amr in force when it was created; the store keeps only an HMAC of the
+// secret.
+type apiToken struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	UserID    string    `json:"user_id"`
+	AMR       []string  `json:"amr"`
+	AuthTime  time.Time `json:"auth_time"`
+	CreatedAt time.Time `json:"created_at"`
+	Digest    string    `json:"digest"`
+}
+
+const (
+	apiTokenNS     = "api-token"
+	apiTokensOfNS  = "api-tokens-of"
+	apiTokenPrefix = "stpa_"
+	maxAPITokens   = 100
+)
+
+func (s *Server) apiTokenDigest(secret string) string {
+	m := hmac.New(sha256.New, derive(s.cfg.Secret, "api tokens"))
+	m.Write([]byte(secret))
+	return b64.EncodeToString(m.Sum(nil))
+}
+
+type apiTokenView struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	AMR       []string  `json:"amr"`
+	CreatedAt time.Time `json:"created_at"`
+	Token     string    `json:"token,omitempty"`
+}
+
+// createAPIToken is POST /api/me/api-tokens {"name"}: the secret is shown
+// once, in this answer.
+func (s *Server) createAPIToken(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	sess, ok := s.bearer(w, r)
+	if !ok {
+		return
+	}
+	if _, ok := s.users.get(sess.Subject); !ok || sess.Grant == "api_token" {
+		writeError(w, http.StatusForbidden, "access_denied", "API tokens are created by a person who logged in, not with a client's or another API token's access token.")
+		return
+	}
+	var body struct {
+		Name string `json:"name"`
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil || strings.TrimSpace(body.Name) == "" || len(body.Name) > 100 {
+		writeError(w, http.StatusBadRequest, "invalid_request", `Send {"name": "…"}: a name of up to 100 characters, to tell your tokens apart.`)
+		return
+	}
+	id, secret := randomString(12), randomString(32)
+	t := apiToken{ID: id, Name: strings.TrimSpace(body.Name), UserID: sess.Subject, AMR: sess.AMR(), AuthTime: sess.AuthTime(),
+		CreatedAt: s.cfg.Now().UTC(), Digest: s.apiTokenDigest(secret)}
+	err := s.store.Update(ctx, apiTokensOfNS, sess.Subject, 0, func(old []byte) ([]byte, error) {
+		var ids []string
+		if old != nil {
+			if err := json.Unmarshal(old, &ids); err != nil {
+				return nil, err
+			}
+		}
+		if len(ids) >= maxAPITokens {
+			return nil, errTooManyTokens
+		}
+		return json.Marshal(append(ids, id))
+	})
+	if errors.Is(err, errTooManyTokens) {
+		writeError(w, http.StatusConflict, "too_many_tokens", "You have 100 API tokens; delete some first.")
+		return
+	}
+	if err != nil {
+		s.storeOrInternal(w, err)
+		return
+	}
+	data, _ := json.Marshal(t)
+	if err := s.store.Put(ctx, apiTokenNS, id, data, 0); err != nil {
+		s.storeOrInternal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, apiTokenView{ID: id, Name: t.Name, AMR: t.AMR, CreatedAt: t.CreatedAt,
+		Token: apiTokenPrefix + id + "." + secret})
+}
+
+var errTooManyTokens = errors.New("too many API tokens")
+
+func (s *Server) apiTokensOf(ctx context.Context, userID string) ([]apiToken, error) {
+	data, err := s.store.Get(ctx, apiTokensOfNS, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	if err := json.Unmarshal(data, &ids); err != nil {
+		return nil, err
+	}
+	var out []apiToken
+	for _, id := range ids {
+		t, err := s.apiToken(ctx, id)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *t)
+	}
+	return out, nil
+}
+
+func (s *Server) apiToken(ctx context.Context, id string) (*apiToken, error) {
+	data, err := s.store.Get(ctx, apiTokenNS, id)
+	if err != nil {
+		return nil, err
+	}
+	var t apiToken
+	return &t, json.Unmarshal(data, &t)
+}
+
+// listAPITokens is GET /api/me/api-tokens; secrets are never shown again.
+func (s *Server) listAPITokens(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.bearer(w, r)
+	if !ok {
+		return
+	}
+	list, err := s.apiTokensOf(r.Context(), sess.Subject)
+	if err != nil {
+		s.storeOrInternal(w, err)
+		return
+	}
+	out := []apiTokenView{}
+	for _, t := range list {
+		out = append(out, apiTokenView{ID: t.ID, Name: t.Name, AMR: t.AMR, CreatedAt: t.CreatedAt})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tokens": out})
+}
+
+// deleteAPIToken is DELETE /api/me/api-tokens/{id}.
+func (s *Server) deleteAPIToken(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	sess, ok := s.bearer(w, r)
+	if !ok {
+		return
+	}
+	id := r.PathValue("id")
+	t, err := s.apiToken(ctx, id)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && t.UserID != sess.Subject) {
+		writeError(w, http.StatusNotFound, "not_found", "You have no API token with that id.")
+		return
+	}
+	if err != nil {
+		s.storeOrInternal(w, err)
+		return
+	}
+	if err := s.store.Delete(ctx, apiTokenNS, id); err != nil {
+		s.storeOrInternal(w, err)
+		return
+	}
+	err = s.store.Update(ctx, apiTokensOfNS, sess.Subject, 0, func(old []byte) ([]byte, error) {
+		var ids []string
+		if old != nil {
+			if err := json.Unmarshal(old, &ids); err != nil {
+				return nil, err
+			}
+		}
+		return json.Marshal(slices.DeleteFunc(ids, func(x string) bool { return x == id }))
+	})
+	if err != nil {
+		s.log.Error("api token index", "user", sess.Subject, "err", err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// apiTokenGrant is the token endpoint's grant_type=api_token: one API
+// token in, one short-lived access token out, no refresh token.
+type apiTokenGrant struct {
+	srv *Server
+	*oauth2.HandleHelper
+	lifespan time.Duration
+}
+
+func (g *apiTokenGrant) CanHandleTokenEndpointRequest(_ context.Context, r fosite.AccessRequester) bool {
+	return r.GetGrantTypes().ExactOne("api_token")
+}
+
+func (g *apiTokenGrant) CanSkipClientAuth(context.Context, fosite.AccessRequester) bool { return false }
+
+func (g *apiTokenGrant) HandleTokenEndpointRequest(ctx context.Context, r fosite.AccessRequester) error {
+	if !g.CanHandleTokenEndpointRequest(ctx, r) {
+		return fosite.ErrUnknownRequest
+	}
+	if !r.GetClient().GetGrantTypes().Has("api_token") {
+		return fosite.ErrUnauthorizedClient.WithHint("This client may not use grant_type=api_token.")
+	}
+	raw := r.GetRequestForm().Get("api_token")
+	id, secret, ok := strings.Cut(strings.TrimPrefix(raw, apiTokenPrefix), ".")
+	if !strings.HasPrefix(raw, apiTokenPrefix) || !ok || len(id) != 16 {
+		return fosite.ErrInvalidGrant.WithHint("api_token is missing or malformed.")
+	}
+	t, err := g.srv.apiToken(ctx, id)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && !hmac.Equal([]byte(t.Digest), []byte(g.srv.apiTokenDigest(secret)))) {
+		return fosite.ErrInvalidGrant.WithHint("The API token is not valid or was deleted.")
+	}
+	if err != nil {
+		return err
+	}
+	u, ok := g.srv.users.get(t.UserID)
+	if !ok {
+		return fosite.ErrInvalidGrant.WithHint("The API token's person no longer exists.")
+	}
+	sess, ok := r.GetSession().(*Session)
+	if !ok {
+		return fosite.ErrServerError
+	}
+	sess.Subject, sess.Username, sess.Grant = u.ID, u.Username, "api_token"
+	sess.Claims.Subject, sess.Claims.AuthTime = u.ID, t.AuthTime
+	sess.Claims.AuthenticationMethodsReferences = t.AMR
+	sess.SetExpiresAt(fosite.AccessToken, g.srv.cfg.Now().Add(g.lifespan))
+	for _, scope := range r.GetRequestedScopes() {
+		if !r.GetClient().GetScopes().Has(scope) {
+			return fosite.ErrInvalidScope.WithHintf("The client may not request scope %q.", truncate(scope, 64))
+		}
+		r.GrantScope(scope)
+	}
+	return nil
+}
+
+func (g *apiTokenGrant) PopulateTokenEndpointResponse(ctx context.Context, r fosite.AccessRequester, resp fosite.AccessResponder) error {
+	if !g.CanHandleTokenEndpointRequest(ctx, r) {
+		return fosite.ErrUnknownRequest
+	}
+	_, err := g.IssueAccessToken(ctx, g.lifespan, r, resp)
+	return err
+}
