@@ -49,7 +49,7 @@ func newServer(t *testing.T, clk *clock) string {
 		Secret: "test-secret-0123456789abcdef",
 		Clients: []authz.Client{{
 			ID: DefaultClientID, Public: true, RedirectURIs: []string{"http://127.0.0.1/callback"},
-			GrantTypes: []string{"authorization_code", "refresh_token"}, ResponseTypes: []string{"code"},
+			GrantTypes: []string{"authorization_code", "refresh_token", "api_token"}, ResponseTypes: []string{"code"},
 			Scopes: []string{"openid", "offline_access", "profile", "email"}, TokenEndpointAuthMethod: "none",
 		}},
 		Users: []authz.User{{ID: "u_alice", Username: "alice", Email: "alice@example.com", Name: "Alice",
@@ -404,5 +404,39 @@ func TestParseDenial(t *testing.T) {
 	}
 	if _, denied := parseDenial([]byte("Permission denied (publickey).")); denied {
 		t.Error("an sshd refusal read as the gateway's")
+	}
+}
+
+// TestStepupTokenIsAnAPIToken: an API token in STEPUP_TOKEN is exchanged
+// (grant_type=api_token) and used, with no browser and no session.
+func TestStepupTokenIsAnAPIToken(t *testing.T) {
+	e := newEnv(t)
+	e.mustRun("login")
+	access := e.tokens().AccessToken
+	req, _ := http.NewRequest(http.MethodPost, e.issuer+"/api/me/api-tokens", strings.NewReader(`{"name":"ci"}`))
+	req.Header.Set("Authorization", "Bearer "+access)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created struct{ Token string }
+	_ = json.NewDecoder(resp.Body).Decode(&created)
+	resp.Body.Close()
+	if resp.StatusCode != 201 || !strings.HasPrefix(created.Token, "stpa_") {
+		t.Fatalf("creating an API token: %d", resp.StatusCode)
+	}
+	run := func(token string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		app := &App{Stdout: &out, Stderr: &errOut, Getenv: func(k string) string {
+			return map[string]string{"XDG_CONFIG_HOME": t.TempDir(), "STEPUP_URL": e.issuer, "STEPUP_TOKEN": token}[k]
+		}}
+		code := app.Run(context.Background(), []string{"api", "GET", "/api/me", "--no-interaction"})
+		return code, out.String(), errOut.String()
+	}
+	if code, out, errOut := run(created.Token); code != 0 || !strings.Contains(out, `"username":"alice"`) {
+		t.Fatalf("with an API token: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if code, _, errOut := run(created.Token + "x"); code == 0 || !strings.Contains(errOut, "STEPUP_TOKEN was refused") {
+		t.Fatalf("with a wrong API token: exit %d, %s", code, errOut)
 	}
 }

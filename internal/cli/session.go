@@ -180,6 +180,9 @@ var errSSOExpired = errors.New("Your SSO session has expired. You have been logg
 // It returns errNotLoggedIn when there is no session.
 func (a *App) validTokens(ctx context.Context, srv *server) (*storedTokens, error) {
 	if tok := a.Getenv("STEPUP_TOKEN"); tok != "" {
+		if strings.HasPrefix(tok, apiTokenPrefix) {
+			return a.exchangeAPIToken(ctx, srv, tok)
+		}
 		t := &storedTokens{Issuer: srv.Issuer, AccessToken: tok}
 		if c, err := t.claims(); err == nil {
 			t.Expiry = time.Unix(c.Expiry, 0)
@@ -265,6 +268,27 @@ func satisfies(c tokens.AccessClaims, amr []string, maxAge int, now time.Time) b
 		return false
 	}
 	return true
+}
+
+// apiTokenPrefix starts the API tokens people create for automation
+// (POST /api/me/api-tokens); STEPUP_TOKEN may hold one.
+const apiTokenPrefix = "stpa_"
+
+// exchangeAPIToken trades an API token for a short-lived access token
+// (grant_type=api_token); nothing is stored, automation runs without a
+// session.
+func (a *App) exchangeAPIToken(ctx context.Context, srv *server, apiToken string) (*storedTokens, error) {
+	cfg := a.oauthConfig(srv, "")
+	tok, err := cfg.Exchange(a.oauthContext(ctx), "",
+		oauth2.SetAuthURLParam("grant_type", "api_token"), oauth2.SetAuthURLParam("api_token", apiToken))
+	if err != nil {
+		return nil, fmt.Errorf("the API token in STEPUP_TOKEN was refused: %w", a.httpError(srv, err))
+	}
+	t := &storedTokens{Issuer: srv.Issuer, AccessToken: tok.AccessToken, Expiry: tok.Expiry}
+	if c, err := t.claims(); err == nil {
+		t.Expiry = time.Unix(c.Expiry, 0)
+	}
+	return t, nil
 }
 
 func (a *App) oauthConfig(srv *server, redirect string) *oauth2.Config {
