@@ -3,7 +3,6 @@ package testenv
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -122,55 +121,33 @@ func StartSSHD(t testing.TB, trustedCAKeys string) (addr string) {
 		}
 	}
 
-	const tries = 3
-	var lastErr error
-	for try := 1; try <= tries; try++ {
-		port := FreePort(t)
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		config := filepath.Join(dir, fmt.Sprintf("sshd_config.%d", try))
-		logPath := filepath.Join(dir, fmt.Sprintf("sshd.%d.log", try))
-		if err := os.WriteFile(config, []byte(sshdConfig(port, hostKey, caFile, principals)), 0o644); err != nil {
-			t.Fatalf("testenv: %v", err)
-		}
-		logFile, err := os.Create(logPath)
-		if err != nil {
-			t.Fatalf("testenv: %v", err)
-		}
-		cmd := exec.Command(bin, "-D", "-e", "-f", config)
-		cmd.Dir = dir
-		cmd.Stdout = logFile
-		cmd.Stderr = logFile
-		// Its own process group, so that the cleanup also ends connection
-		// processes that outlive the listener.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			logFile.Close()
-			t.Fatalf("testenv: starting %s: %v", bin, err)
-		}
-		exited := make(chan struct{})
-		var waitErr error
-		go func() { waitErr = cmd.Wait(); logFile.Close(); close(exited) }()
-		sshdLogs.Store(addr, logPath)
-		t.Cleanup(func() {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-			sshdLogs.Delete(addr)
-		})
-
-		err = waitForBanner(addr, exited, &waitErr)
-		if err == nil {
-			return addr
-		}
-		lastErr = fmt.Errorf("%w; its log (%s) ends:\n%s", err, logPath, tailFile(logPath))
-		if !errors.Is(err, errSSHDExited) || try == tries {
-			break
-		}
-		// Another process may have taken the port between FreePort and
-		// sshd binding it.
-		t.Logf("testenv: sshd on %s did not start, trying another port: %v", addr, lastErr)
-	}
-	t.Fatalf("testenv: sshd did not come up: %v", lastErr)
-	return ""
+	addr, logPath := daemon{
+		name:     "sshd",
+		pickPort: FreePort,
+		command: func(port int) *exec.Cmd {
+			config := filepath.Join(dir, fmt.Sprintf("sshd_config.%d", port))
+			if err := os.WriteFile(config, []byte(sshdConfig(port, hostKey, caFile, principals)), 0o644); err != nil {
+				t.Fatalf("testenv: %v", err)
+			}
+			cmd := exec.Command(bin, "-D", "-e", "-f", config)
+			cmd.Dir = dir
+			// Its own process group, so that the cleanup also ends
+			// connection processes that outlive the listener.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			return cmd
+		},
+		probe: func(addr string) error {
+			banner, err := readBanner(addr)
+			if err == nil && !strings.HasPrefix(banner, "SSH-2.0-") {
+				err = fmt.Errorf("unexpected greeting %q", banner)
+			}
+			return err
+		},
+		kill: func(cmd *exec.Cmd) { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) },
+	}.start(t)
+	sshdLogs.Store(addr, logPath)
+	t.Cleanup(func() { sshdLogs.Delete(addr) })
+	return addr
 }
 
 func sshdConfig(port int, hostKey, caFile, principals string) string {
@@ -192,32 +169,6 @@ func sshdConfig(port int, hostKey, caFile, principals string) string {
 		"LogLevel VERBOSE",
 		"",
 	}, "\n")
-}
-
-var errSSHDExited = errors.New("sshd exited")
-
-// waitForBanner waits until addr accepts a connection and greets with an
-// SSH identification string.
-func waitForBanner(addr string, exited <-chan struct{}, waitErr *error) error {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		banner, err := readBanner(addr)
-		if err == nil && strings.HasPrefix(banner, "SSH-2.0-") {
-			return nil
-		}
-		if err == nil {
-			err = fmt.Errorf("unexpected greeting %q", banner)
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("%w before accepting connections on %s: %v", errSSHDExited, addr, *waitErr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no SSH banner from %s within %v: %v", addr, startTimeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func readBanner(addr string) (string, error) {

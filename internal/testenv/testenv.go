@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -133,78 +132,33 @@ func freeClusterPort(t testing.TB) int {
 }
 
 // startServer runs redis-server with extra arguments on a port from
-// pickPort and waits until it answers PING. Between choosing a port and the
-// server binding it another process may take it, so a server that exits
-// before answering is started again on another port.
+// pickPort and waits until it answers PING.
 func startServer(t testing.TB, bin string, pickPort func(testing.TB) int, extra []string) string {
 	t.Helper()
-	const tries = 3
-	var lastErr error
-	for try := 1; try <= tries; try++ {
-		dir := t.TempDir()
-		port := pickPort(t)
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		logPath := filepath.Join(dir, "redis.log")
-		logFile, err := os.Create(logPath)
-		if err != nil {
-			t.Fatalf("testenv: %v", err)
-		}
-		args := append([]string{
-			"--port", strconv.Itoa(port),
-			"--bind", "127.0.0.1",
-			"--save", "",
-			"--appendonly", "no",
-			"--dir", dir,
-		}, extra...)
-		cmd := exec.Command(bin, args...)
-		cmd.Dir = dir
-		cmd.Stdout = logFile
-		cmd.Stderr = logFile
-		if err := cmd.Start(); err != nil {
-			logFile.Close()
-			t.Fatalf("testenv: starting %s: %v", bin, err)
-		}
-		exited := make(chan struct{})
-		var waitErr error
-		go func() { waitErr = cmd.Wait(); logFile.Close(); close(exited) }()
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			<-exited
-		})
-
-		err = waitForPing(addr, exited, &waitErr)
-		if err == nil {
-			return addr
-		}
-		lastErr = fmt.Errorf("%w; its log (%s) ends:\n%s", err, logPath, tailFile(logPath))
-		if !errors.Is(err, errExited) || try == tries {
-			break
-		}
-		t.Logf("testenv: redis-server on %s did not start, trying another port: %v", addr, lastErr)
-	}
-	t.Fatalf("testenv: redis-server did not come up: %v", lastErr)
-	return ""
-}
-
-var errExited = errors.New("redis-server exited")
-
-func waitForPing(addr string, exited <-chan struct{}, waitErr *error) error {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		reply, err := command(addr, "PING")
-		if err == nil && reply == "PONG" {
-			return nil
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("%w before answering on %s: %v", errExited, addr, *waitErr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no PONG from %s within %v: %v", addr, startTimeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	addr, _ := daemon{
+		name:     "redis-server",
+		pickPort: pickPort,
+		command: func(port int) *exec.Cmd {
+			dir := t.TempDir()
+			cmd := exec.Command(bin, append([]string{
+				"--port", strconv.Itoa(port),
+				"--bind", "127.0.0.1",
+				"--save", "",
+				"--appendonly", "no",
+				"--dir", dir,
+			}, extra...)...)
+			cmd.Dir = dir
+			return cmd
+		},
+		probe: func(addr string) error {
+			reply, err := command(addr, "PING")
+			if err == nil && reply != "PONG" {
+				err = fmt.Errorf("PING answered %q", reply)
+			}
+			return err
+		},
+	}.start(t)
+	return addr
 }
 
 // command sends one command and returns a simple, integer or bulk-string
