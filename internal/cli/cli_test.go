@@ -38,9 +38,9 @@ var aliceHash = sync.OnceValue(func() string {
 
 // newServer runs a real Stepup server on loopback: the CLI's public
 // client, alice, and an organization that requires MFA.
-func newServer(t *testing.T, clk *clock) string {
+func newServer(t *testing.T) string {
 	t.Helper()
-	store := memory.New(memory.Config{Now: clk.Now})
+	store := memory.New(memory.Config{})
 	ts := httptest.NewUnstartedServer(nil)
 	issuer := "http://" + ts.Listener.Addr().String()
 	srv, err := authz.New(authz.Config{
@@ -56,7 +56,6 @@ func newServer(t *testing.T, clk *clock) string {
 			PasswordHash: aliceHash(), EmailVerified: true}},
 		Orgs: []authz.Org{{ID: "acme", Name: "ACME", MFARequired: true,
 			Members: []authz.Member{{UserID: "u_alice", Role: "owner"}}}},
-		Now: clk.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -67,33 +66,17 @@ func newServer(t *testing.T, clk *clock) string {
 	return issuer
 }
 
-// clock runs at real speed from a settable offset; the server and the
-// CLI share one, so that both see a token near its expiry.
-type clock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.offset) }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.offset += d
-	c.mu.Unlock()
-}
-
 // cliEnv is one person's machine: a config directory and a browser.
 type cliEnv struct {
 	t      *testing.T
 	issuer string
 	dir    string
-	clock  *clock
 	opened int
 	mu     sync.Mutex
 }
 
 func newEnv(t *testing.T) *cliEnv {
-	clk := &clock{}
-	return &cliEnv{t: t, issuer: newServer(t, clk), dir: t.TempDir(), clock: clk}
+	return &cliEnv{t: t, issuer: newServer(t), dir: t.TempDir()}
 }
 
 type result struct {
@@ -116,7 +99,6 @@ func (e *cliEnv) run(args ...string) result {
 		},
 		OpenURL:     e.browse,
 		Interactive: func() bool { return false },
-		Now:         e.clock.Now,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -383,7 +365,7 @@ func TestLogoutRevokes(t *testing.T) {
 }
 
 func TestUnreachableServer(t *testing.T) {
-	e := &cliEnv{t: t, issuer: "http://127.0.0.1:1", dir: t.TempDir(), clock: &clock{}}
+	e := &cliEnv{t: t, issuer: "http://127.0.0.1:1", dir: t.TempDir()}
 	r := e.run("login")
 	if r.code != ExitError || !strings.Contains(r.stderr, "Cannot reach the Stepup server at http://127.0.0.1:1") {
 		t.Errorf("exit %d: %s", r.code, r.stderr)

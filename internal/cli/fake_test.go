@@ -45,7 +45,7 @@ func fakeJWT(claims map[string]any) string {
 
 func TestSSOExpiredOnRefreshLogsOut(t *testing.T) {
 	ts := fakeServer(t)
-	e := &cliEnv{t: t, issuer: ts.URL, dir: t.TempDir(), clock: &clock{}}
+	e := &cliEnv{t: t, issuer: ts.URL, dir: t.TempDir()}
 	s := &session{dir: filepath.Join(e.dir, "stepup")}
 	exp := time.Now().Add(10 * time.Second)
 	if err := s.save(&storedTokens{Issuer: ts.URL, RefreshToken: "r1", Expiry: exp,
@@ -98,7 +98,7 @@ func TestCallbackChecksIssuerAndReportsRefusal(t *testing.T) {
 
 func TestLoginTimesOut(t *testing.T) {
 	ts := fakeServer(t)
-	e := &cliEnv{t: t, issuer: ts.URL, dir: t.TempDir(), clock: &clock{}}
+	e := &cliEnv{t: t, issuer: ts.URL, dir: t.TempDir()}
 	var out strings.Builder
 	app := &App{Stderr: &out, Getenv: func(k string) string {
 		return map[string]string{"XDG_CONFIG_HOME": e.dir, "STEPUP_URL": e.issuer}[k]

@@ -15,12 +15,11 @@ import (
 // in "beta" bob owns and alice is a member.
 func newOrgEnv(t *testing.T) *cliEnv {
 	t.Helper()
-	clk := &clock{}
 	ts := httptest.NewUnstartedServer(nil)
 	issuer := "http://" + ts.Listener.Addr().String()
 	srv, err := authz.New(authz.Config{
 		Issuer: issuer,
-		Store:  memory.New(memory.Config{Now: clk.Now}),
+		Store:  memory.New(memory.Config{}),
 		Secret: "test-secret-0123456789abcdef",
 		Clients: []authz.Client{{
 			ID: DefaultClientID, Public: true, RedirectURIs: []string{"http://127.0.0.1/callback"},
@@ -36,7 +35,6 @@ func newOrgEnv(t *testing.T) *cliEnv {
 			{ID: "bobs", Name: "Bob's", Members: []authz.Member{{UserID: "u_bob", Role: "owner"}}},
 			{ID: "beta", Name: "Beta", Members: []authz.Member{{UserID: "u_bob", Role: "owner"}, {UserID: "u_alice", Role: "member"}}},
 		},
-		Now: clk.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +42,7 @@ func newOrgEnv(t *testing.T) *cliEnv {
 	ts.Config.Handler = srv.Handler()
 	ts.Start()
 	t.Cleanup(ts.Close)
-	return &cliEnv{t: t, issuer: issuer, dir: t.TempDir(), clock: clk}
+	return &cliEnv{t: t, issuer: issuer, dir: t.TempDir()}
 }
 
 func TestOrgCommands(t *testing.T) {
