@@ -49,7 +49,9 @@ func TestAPITokens(t *testing.T) {
 		t.Errorf("API token creating API tokens: %d", status)
 	}
 
-	for _, bad := range []string{raw[:len(raw)-1] + "A", "stpa_garbage", "", strings.Repeat("x", 5000)} {
+	// Change the secret's last character to a different one.
+	flipped := raw[:len(raw)-1] + map[bool]string{true: "B", false: "A"}[strings.HasSuffix(raw, "A")]
+	for _, bad := range []string{flipped, "stpa_garbage", "", strings.Repeat("x", 5000)} {
 		if status, body := exchangeAPIToken(bad); status != 400 || body["error"] != "invalid_grant" {
 			t.Errorf("exchange of %.20q: %d %v", bad, status, body)
 		}
