@@ -58,12 +58,12 @@ func TestOrgSettingsPageInChromium(t *testing.T) {
 	hb, _ := loginAs(t, ts, "alice")
 	secret, _ := enroll(t, ts, hb)
 
-	b := newMFABrowser(t, ctx, chromium, ts.Issuer)
+	b := newChrome(t, ctx, chromium, ts.Issuer)
 	// The one error this test causes on purpose: the 403 of the form with a
 	// changed CSRF token.
 	checkReports := func(when string) {
 		t.Helper()
-		v := mfaRun(b, when+": reading CSP violations", chromedp.Evaluate[[]string](`window.__cspViolations || []`))
+		v := chromeRun(b, when+": reading CSP violations", chromedp.Evaluate[[]string](`window.__cspViolations || []`))
 		if len(v) > 0 {
 			t.Errorf("%s: the page reported CSP violations: %q", when, v)
 		}
@@ -113,22 +113,22 @@ func TestOrgSettingsPageInChromium(t *testing.T) {
 	b.screenshot("stepup-org-security.png")
 
 	// 3. Requiring MFA: the checkbox is ticked by a click on its label.
-	if checked := mfaRun(b, "reading the checkbox", chromedp.Evaluate[bool](`document.getElementById('mfa_required').checked`)); checked {
+	if checked := chromeRun(b, "reading the checkbox", chromedp.Evaluate[bool](`document.getElementById('mfa_required').checked`)); checked {
 		t.Fatal("MFA is required before anyone asked for it")
 	}
 	b.do("clicking the label", chromedp.Click(chromedp.Search(`//label[starts-with(normalize-space(), 'Require multi-factor authentication')]`)))
-	if checked := mfaRun(b, "reading the checkbox", chromedp.Evaluate[bool](`document.getElementById('mfa_required').checked`)); !checked {
+	if checked := chromeRun(b, "reading the checkbox", chromedp.Evaluate[bool](`document.getElementById('mfa_required').checked`)); !checked {
 		t.Fatal("a click on the label did not tick the checkbox: the label is not tied to it")
 	}
 	b.click("Save", settingsPath, http.StatusOK)
 	if n := b.text("the notice after Save", chromedp.CSS(`[role="status"]`)); n != "Saved." {
 		t.Errorf("after Save, role=status says %q, want %q", n, "Saved.")
 	}
-	if n := mfaRun(b, "counting alerts", chromedp.Evaluate[int](`document.querySelectorAll('[role="alert"]').length`)); n != 0 {
+	if n := chromeRun(b, "counting alerts", chromedp.Evaluate[int](`document.querySelectorAll('[role="alert"]').length`)); n != 0 {
 		t.Errorf("after Save the page has %d role=alert elements", n)
 	}
 	b.open(settings, settingsPath, "the settings page again")
-	if checked := mfaRun(b, "reading the checkbox after a reload", chromedp.Evaluate[bool](`document.getElementById('mfa_required').checked`)); !checked {
+	if checked := chromeRun(b, "reading the checkbox after a reload", chromedp.Evaluate[bool](`document.getElementById('mfa_required').checked`)); !checked {
 		t.Error("after a reload, MFA is not required")
 	}
 	checkOrgPageAccessible(b, "the settings page after Save")
@@ -178,7 +178,7 @@ func TestOrgSettingsPageInChromium(t *testing.T) {
 	checkReports("reminding dave again")
 
 	// 6. A form whose CSRF token was changed in the page is refused.
-	changed := mfaRun(b, "changing the CSRF token", chromedp.Evaluate[int](`(() => {
+	changed := chromeRun(b, "changing the CSRF token", chromedp.Evaluate[int](`(() => {
 	const inputs = document.querySelectorAll('form[action$="/settings/remind"] input[type=hidden][name=csrf_token]');
 	inputs.forEach(i => { i.value = 'forged' + i.value.slice(6); });
 	return inputs.length;
@@ -191,11 +191,11 @@ func TestOrgSettingsPageInChromium(t *testing.T) {
 		t.Fatalf("submitting the forged form: %v", err)
 	}
 	b.checkLanded("submitting the remind form with a changed CSRF token", resp, remindPath, http.StatusForbidden)
-	body := mfaRun(b, "reading the error page", chromedp.Evaluate[string](`document.body.innerText`))
+	body := chromeRun(b, "reading the error page", chromedp.Evaluate[string](`document.body.innerText`))
 	if !strings.Contains(body, "This form has expired or did not come from this site.") {
 		t.Errorf("the 403 page says %q, want the expired-form error", body)
 	}
-	if n := mfaRun(b, "counting alerts", chromedp.Evaluate[int](`document.querySelectorAll('[role="alert"]').length`)); n != 1 {
+	if n := chromeRun(b, "counting alerts", chromedp.Evaluate[int](`document.querySelectorAll('[role="alert"]').length`)); n != 1 {
 		t.Errorf("the 403 page has %d role=alert elements, want 1", n)
 	}
 	checkReports("the forged form")
@@ -210,9 +210,9 @@ type orgMemberRow struct {
 	Select, Remind              string // the aria-labels of the row's checkbox and button
 }
 
-func orgMemberRows(b *mfaBrowser, when string) []orgMemberRow {
+func orgMemberRows(b *chrome, when string) []orgMemberRow {
 	b.t.Helper()
-	return mfaRun(b, when+": reading the members table", chromedp.Evaluate[[]orgMemberRow](`[...document.querySelectorAll('table tbody tr')].map(tr => {
+	return chromeRun(b, when+": reading the members table", chromedp.Evaluate[[]orgMemberRow](`[...document.querySelectorAll('table tbody tr')].map(tr => {
 	const cell = i => tr.cells[i] ? tr.cells[i].innerText.trim() : '';
 	const box = tr.querySelector('input[type=checkbox]');
 	const button = tr.querySelector('button');
@@ -227,7 +227,7 @@ func orgMemberRows(b *mfaBrowser, when string) []orgMemberRow {
 // aria-label), every button has a name, the table has a header cell with
 // text and scope=col for every column, and the document has a language, a
 // title and our stylesheet.
-func checkOrgPageAccessible(b *mfaBrowser, when string) {
+func checkOrgPageAccessible(b *chrome, when string) {
 	b.t.Helper()
 	type control struct{ Tag, Name, ID, AccessibleName string }
 	type report struct {
@@ -241,7 +241,7 @@ func checkOrgPageAccessible(b *mfaBrowser, when string) {
 		SectionsLabelled  bool
 		CheckboxLabelText string
 	}
-	r := mfaRun(b, when+": inspecting the page", chromedp.Evaluate[report](`(() => {
+	r := chromeRun(b, when+": inspecting the page", chromedp.Evaluate[report](`(() => {
 	const visible = el => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden';
 	const name = el => {
 		const byLabel = el.labels ? [...el.labels].map(l => l.textContent.trim()).join(' ') : '';
@@ -340,7 +340,7 @@ func TestConsoleStepUpRedirectInChromium(t *testing.T) {
 
 	con := startConsole(t, ts.Issuer, consoleID, consoleSecret)
 
-	b := newMFABrowser(t, ctx, chromium, ts.Issuer)
+	b := newChrome(t, ctx, chromium, ts.Issuer)
 	// Every document request, redirects included, in order.
 	var (
 		navMu sync.Mutex
@@ -363,7 +363,7 @@ func TestConsoleStepUpRedirectInChromium(t *testing.T) {
 	defer func() { t.Logf("document requests:\n  %s", strings.Join(navigations(), "\n  ")) }()
 
 	// 1. The console's home page; its Projects link needs a sign-in.
-	resp := mfaRun(b, "opening the console", chromedp.NavigateResponse(con.URL+"/console/"))
+	resp := chromeRun(b, "opening the console", chromedp.NavigateResponse(con.URL+"/console/"))
 	if resp.Status != http.StatusOK {
 		t.Fatalf("the console answered %d", resp.Status)
 	}
@@ -416,7 +416,7 @@ func TestConsoleStepUpRedirectInChromium(t *testing.T) {
 	b.checkAccessible("the setup page", []string{"code"})
 	b.do("typing the code", chromedp.SendKeys(chromedp.ID("code"), code(t, secret, ts.Clock.Now())))
 	b.click("Verify & save", "/account/security/verify", http.StatusOK)
-	href := mfaRun(b, "reading the Continue link", chromedp.Evaluate[string](
+	href := chromeRun(b, "reading the Continue link", chromedp.Evaluate[string](
 		`(() => { const a = [...document.querySelectorAll('a')].find(a => a.textContent.trim() === 'Continue'); return a ? a.getAttribute('href') : ''; })()`))
 	if !strings.HasPrefix(href, "/oauth2/authorize?resume=") {
 		t.Fatalf("after Verify & save the Continue link is %q, want the resumed authorization", href)
