@@ -15,6 +15,7 @@ import (
 	"maps"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -48,6 +49,11 @@ type Config struct {
 	Tokens       Tokens        `yaml:"tokens"`
 	Login        Login         `yaml:"login"`
 	Reminders    Reminders     `yaml:"reminders"`
+	// TrustedProxies are the load balancers (addresses or CIDR prefixes)
+	// whose X-Forwarded-For is believed, so that per-address throttles see
+	// the person's address rather than the balancer's.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	Metrics        Metrics  `yaml:"metrics"`
 
 	// origin remembers where each key path was set, so that problems found
 	// only after decoding (in Validate) still point at a line or variable.
@@ -141,6 +147,14 @@ type SMTP struct {
 type Reminders struct {
 	// Interval is the least time between two reminders to one member.
 	Interval Duration `yaml:"interval"`
+}
+
+// Metrics is the Prometheus endpoint.
+type Metrics struct {
+	// Token, when set, must be sent as "Authorization: Bearer <token>" to
+	// read /metrics; without it /metrics is open, and the load balancer
+	// should keep it from the internet (it names organizations).
+	Token string `yaml:"token"`
 }
 
 // Tokens holds token lifetimes and signing settings.
@@ -887,6 +901,11 @@ func (v *validator) server() {
 	if msg := checkStore(c.Store); msg != "" {
 		v.errorf("store", "%s", msg)
 	}
+	for i, p := range c.TrustedProxies {
+		if _, err := ParseProxy(p); err != nil {
+			v.errorf(fmt.Sprintf("trusted_proxies[%d]", i), "%q is not an IP address or CIDR prefix like 10.0.0.0/8", p)
+		}
+	}
 	switch {
 	case c.Secret == "" && c.Store != "memory":
 		v.errorf("secret", "is required with a shared store, so every replica decrypts the same keys")
@@ -1151,6 +1170,15 @@ func (v *validator) tokens() {
 }
 
 // isLoopback accepts the names RFC 8252 native apps use for themselves.
+// ParseProxy reads one trusted_proxies entry: an address stands for itself.
+func ParseProxy(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	return p.Masked(), err
+}
+
 func isLoopback(host string) bool {
 	if host == "localhost" {
 		return true

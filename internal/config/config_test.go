@@ -696,6 +696,25 @@ func TestLoad(t *testing.T) {
 			want: []string{`stepup.yaml:3: smtp.from: "Stepup no-reply" is not a mail address`},
 		},
 		{
+			name: "ok/trusted-proxies",
+			file: lines("trusted_proxies: [10.0.0.0/8, 192.168.1.7, 'fd00::/8']", "metrics: {token: scrape-me}"),
+			check: func(t *testing.T, c *Config) {
+				if len(c.TrustedProxies) != 3 || c.Metrics.Token != "scrape-me" {
+					t.Errorf("trusted_proxies = %q, metrics = %+v", c.TrustedProxies, c.Metrics)
+				}
+			},
+		},
+		{
+			name: "fail/trusted-proxies",
+			file: lines("trusted_proxies:", "  - 10.0.0.0/8", "  - lb.internal"),
+			want: []string{`stepup.yaml:3: trusted_proxies[1]: "lb.internal" is not an IP address or CIDR prefix`},
+		},
+		{
+			name: "fail/trusted-proxies/env",
+			env:  map[string]string{"STEPUP_TRUSTED_PROXIES": "[10.0.0.0/33]"},
+			want: []string{`STEPUP_TRUSTED_PROXIES:1: trusted_proxies[0]: "10.0.0.0/33" is not an IP address`},
+		},
+		{
 			name: "fail/validation/all-problems-reported",
 			file: lines("issuer: ftp://x", "users: [{id: u1}]", "tokens: {signing_alg: none}"),
 			want: []string{
