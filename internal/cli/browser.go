@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -27,9 +28,11 @@ type browserLogin struct {
 	amr       []string
 	maxAge    int
 	noBrowser bool
-	timeout   time.Duration
-	open      func(ctx context.Context, url string) error
-	out       io.Writer
+	// port is the loopback port to come back to; 0 picks a free one.
+	port    int
+	timeout time.Duration
+	open    func(ctx context.Context, url string) error
+	out     io.Writer
 }
 
 // refusedError is the server's error redirect, e.g. a person who denied
@@ -49,9 +52,9 @@ type callbackResult struct {
 }
 
 func (b *browserLogin) run(ctx context.Context) (*oauth2.Token, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := listenLoopback(b.port)
 	if err != nil {
-		return nil, fmt.Errorf("cannot listen on 127.0.0.1 for the browser to come back (is the port in use?): %w", err)
+		return nil, err
 	}
 	defer ln.Close()
 	redirect := "http://" + ln.Addr().String() + "/callback"
@@ -103,6 +106,22 @@ func (b *browserLogin) run(ctx context.Context) (*oauth2.Token, error) {
 		return nil, b.app.httpError(b.srv, err)
 	}
 	return tok, nil
+}
+
+// listenLoopback opens the listener the browser comes back to. Only a
+// port the person chose can be taken, so only then is there something
+// they can do about it.
+func listenLoopback(port int) (net.Listener, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	switch {
+	case err == nil:
+		return ln, nil
+	case port != 0 && errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("Port %d on 127.0.0.1 is in use by another program. Close it or choose another with --port, or leave --port out to pick a free one.", port)
+	case port != 0:
+		return nil, fmt.Errorf("cannot listen on 127.0.0.1 port %d for the browser to come back: %w; choose another with --port, or leave --port out to pick a free one", port, err)
+	}
+	return nil, fmt.Errorf("cannot listen on 127.0.0.1 for the browser to come back: %w", err)
 }
 
 // callback answers the browser's return. Only the first answer with the

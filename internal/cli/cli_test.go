@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -73,6 +75,11 @@ type cliEnv struct {
 	dir    string
 	opened int
 	mu     sync.Mutex
+	// open is the person's browser; nil means browse, a password login.
+	open func(ctx context.Context, url string) error
+	// interactive lets the CLI send the person to the browser by itself,
+	// as with a terminal.
+	interactive bool
 }
 
 func newEnv(t *testing.T) *cliEnv {
@@ -98,7 +105,10 @@ func (e *cliEnv) run(args ...string) result {
 			return ""
 		},
 		OpenURL:     e.browse,
-		Interactive: func() bool { return false },
+		Interactive: func() bool { return e.interactive },
+	}
+	if e.open != nil {
+		app.OpenURL = e.open
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -420,5 +430,37 @@ func TestStepupTokenIsAnAPIToken(t *testing.T) {
 	}
 	if code, _, errOut := run(created.Token + "x"); code == 0 || !strings.Contains(errOut, "STEPUP_TOKEN was refused") {
 		t.Fatalf("with a wrong API token: exit %d, %s", code, errOut)
+	}
+}
+
+// TestLoginPort: --port is where the browser comes back; a port another
+// program holds gets words a person can act on, and no browser.
+func TestLoginPort(t *testing.T) {
+	e := newEnv(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	port := strconv.Itoa(taken.Addr().(*net.TCPAddr).Port)
+	r := e.run("login", "--port", port)
+	want := "Error: Port " + port + " on 127.0.0.1 is in use by another program. Close it or choose another with --port, or leave --port out to pick a free one.\n"
+	if r.code != ExitError || !strings.HasSuffix(r.stderr, want) || e.opened != 0 {
+		t.Errorf("exit %d, browser opened %d times, stderr:\n%s\nwant it to end with:\n%s", r.code, e.opened, r.stderr, want)
+	}
+	taken.Close()
+
+	var redirect string
+	e.open = func(ctx context.Context, authURL string) error {
+		u, _ := url.Parse(authURL)
+		redirect = u.Query().Get("redirect_uri")
+		return e.browse(ctx, authURL)
+	}
+	e.mustRun("login", "--port", port)
+	if redirect != "http://127.0.0.1:"+port+"/callback" {
+		t.Errorf("redirect_uri %q, want port %s", redirect, port)
+	}
+	if r := e.run("login", "--port", "70000"); r.code != ExitError || !strings.Contains(r.stderr, "--port takes a port number") {
+		t.Errorf("--port 70000: exit %d: %s", r.code, r.stderr)
 	}
 }

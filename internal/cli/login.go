@@ -19,6 +19,7 @@ type loginOptions struct {
 	methods   []string
 	maxAge    int
 	noBrowser bool
+	port      int
 	timeout   time.Duration
 }
 
@@ -31,9 +32,13 @@ func (a *App) loginCmd(g *globals) *cobra.Command {
 		Example: `  stepup login
   stepup login --method mfa
   stepup login -f --method mfa,sso:acme --max-age 300
-  stepup login --no-browser   # print the URL to open elsewhere`,
+  stepup login --no-browser   # print the URL to open elsewhere
+  stepup login --port 8085    # where a firewall allows only that loopback port`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.port < 0 || o.port > 65535 {
+				return usageError(cmd, fmt.Sprintf("--port takes a port number from 1 to 65535, not %d", o.port))
+			}
 			o.methods = splitMethods(method)
 			srv, err := a.discover(cmd.Context(), g)
 			if err != nil {
@@ -48,6 +53,7 @@ func (a *App) loginCmd(g *globals) *cobra.Command {
 	f.IntVar(&o.maxAge, "max-age", 0, "require an authentication at most this many seconds old")
 	f.BoolVar(&o.noBrowser, "no-browser", false, "print the login URL instead of opening a browser")
 	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for the browser")
+	f.IntVar(&o.port, "port", 0, "loopback port for the browser to come back to (default: a free one)")
 	return cmd
 }
 
@@ -77,7 +83,7 @@ func (a *App) login(ctx context.Context, srv *server, o loginOptions) error {
 	}
 	bl := &browserLogin{
 		srv: srv, app: a, amr: o.methods, maxAge: o.maxAge,
-		noBrowser: o.noBrowser, timeout: o.timeout, open: a.OpenURL, out: a.Stderr,
+		noBrowser: o.noBrowser, port: o.port, timeout: o.timeout, open: a.OpenURL, out: a.Stderr,
 	}
 	tok, err := bl.run(ctx)
 	if err != nil {
