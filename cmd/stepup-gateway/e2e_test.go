@@ -594,7 +594,7 @@ gateway: {client_id: %s, client_secret: %q}
 	}
 	httpAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	startGateway(t, "--issuer", issuer, "--config", cfgPath, "--ssh-addr", "127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)),
-		"--http-addr", httpAddr, "--git-root", filepath.Join(dir, "repos"))
+		"--http-addr", httpAddr, "--git-root", filepath.Join(dir, "repos"), "--state-dir", filepath.Join(dir, "state"))
 	project := "http://" + httpAddr + "/projects/" + service
 
 	alice := newBrowser(t, issuer)

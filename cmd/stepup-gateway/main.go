@@ -4,7 +4,8 @@
 // organization that owns SERVICE.
 //
 //	stepup-gateway --issuer URL --config FILE [--ssh-addr HOST:PORT]
-//	               [--http-addr HOST:PORT] [--host-key FILE] [--git-root DIR]
+//	               [--http-addr HOST:PORT] [--host-key FILE] [--state-dir DIR]
+//	               [--git-root DIR]
 package main
 
 import (
@@ -20,6 +21,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/stepup-dev/stepup/internal/gateway"
 )
@@ -43,6 +46,7 @@ type options struct {
 	issuer, configPath string
 	sshAddr, httpAddr  string
 	hostKey, gitRoot   string
+	stateDir           string
 }
 
 // errUsage is a flag problem the flag package has already explained.
@@ -56,7 +60,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.configPath, "config", "", "Stepup config `file`, for its services and gateway keys; STEPUP_* variables apply too")
 	fs.StringVar(&o.sshAddr, "ssh-addr", "127.0.0.1:2222", "SSH listen `address`")
 	fs.StringVar(&o.httpAddr, "http-addr", "", "HTTP listen `address` for /healthz and the API, GET /projects/{service} (default: none)")
-	fs.StringVar(&o.hostKey, "host-key", "", "OpenSSH private host key `file` (default: a new Ed25519 key each start)")
+	fs.StringVar(&o.hostKey, "host-key", "", "OpenSSH private host key `file` (default: ssh_host_ed25519_key in --state-dir, created on first start)")
+	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` kept across restarts, for the host key (default: $STATE_DIRECTORY, else $XDG_STATE_HOME/stepup-gateway, else ~/.local/state/stepup-gateway)")
 	fs.StringVar(&o.gitRoot, "git-root", filepath.Join(os.TempDir(), "stepup-gateway-git"), "`directory` of the services' git repositories")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -88,7 +93,7 @@ func run(args []string, stderr io.Writer) error {
 	if issuer == "" {
 		return errors.New("give --issuer URL (or issuer in the config file): the Stepup server to trust")
 	}
-	hostKey, err := readHostKey(o.hostKey)
+	hostKey, err := loadHostKey(o, os.Getenv, log)
 	if err != nil {
 		return err
 	}
@@ -121,13 +126,35 @@ func run(args []string, stderr io.Writer) error {
 		log.Info("HTTP API listening", "addr", o.httpAddr)
 	}
 	log.Info("SSH gateway listening", "addr", sshLn.Addr().String(), "issuer", issuer,
-		"services", len(file.services), "git_root", o.gitRoot)
+		"services", len(file.services), "git_root", o.gitRoot,
+		"host_key", ssh.FingerprintSHA256(hostKey.PublicKey()))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err = runGroup(ctx, tasks...)
 	log.Info("stopped")
 	return err
+}
+
+// loadHostKey reads --host-key, or else the key kept in the state
+// directory, made on the first start.
+func loadHostKey(o options, getenv func(string) string, log *slog.Logger) (ssh.Signer, error) {
+	if o.hostKey != "" {
+		return readHostKey(o.hostKey)
+	}
+	dir := o.stateDir
+	if dir == "" {
+		var err error
+		if dir, err = defaultStateDir(getenv); err != nil {
+			return nil, err
+		}
+	}
+	key, path, created, err := ensureHostKey(dir)
+	if created {
+		log.Info("generated the gateway's SSH host key; people's ssh will pin it, so keep this file", "path", path,
+			"fingerprint", ssh.FingerprintSHA256(key.PublicKey()))
+	}
+	return key, err
 }
 
 // runGroup runs tasks until ctx is done or one of them returns, then stops

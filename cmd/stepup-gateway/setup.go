@@ -81,8 +81,7 @@ func readConfig(path string, env func(string) (string, bool)) (fileSettings, err
 	return fileSettings{issuer: c.Issuer, services: services, clientID: c.Gateway.ClientID, clientSecret: c.Gateway.ClientSecret}, nil
 }
 
-// readHostKey loads an unencrypted OpenSSH private key; "" means none, and
-// the gateway makes one up.
+// readHostKey loads an unencrypted OpenSSH private key; "" means none.
 func readHostKey(path string) (ssh.Signer, error) {
 	if path == "" {
 		return nil, nil

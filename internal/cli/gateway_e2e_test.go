@@ -85,7 +85,7 @@ func startGatewayBinary(t *testing.T, issuer string) int {
 	cmd := exec.Command(bin, "--issuer", issuer, "--config", cfg,
 		"--ssh-addr", "127.0.0.1:"+strconv.Itoa(port),
 		"--http-addr", "127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)),
-		"--git-root", filepath.Join(dir, "repos"))
+		"--git-root", filepath.Join(dir, "repos"), "--state-dir", filepath.Join(dir, "state"))
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
