@@ -108,6 +108,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 			s.authorizeError(w, ar, fosite.ErrLoginRequired.WithHint("The person must authenticate, and prompt=none forbids asking them."))
 			return
 		}
+		if challenge == "" && ls != nil && user != nil {
+			s.metrics.stepUps.WithLabelValues(stepUpReason(next)).Inc()
+		}
 		if challenge == "" {
 			if challenge, err = s.savePending(ctx, pendingAuthorization{Form: ar.GetRequestForm(), RequestedAt: requestedAt}); err != nil {
 				s.authorizeError(w, ar, err)
@@ -135,6 +138,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	resp.AddParameter("iss", s.cfg.Issuer) // RFC 9207
 	s.oauth.WriteAuthorizeResponse(ctx, w, ar, resp)
+	if challenge != "" && ls != nil {
+		s.metrics.logins.WithLabelValues(amrLabel(ls.AMR())).Inc()
+	}
 }
 
 // refuseRequestObject answers a request object, which Stepup does not

@@ -54,6 +54,7 @@ func writeError(w http.ResponseWriter, status int, code, description string) {
 // the cause in our log only.
 func (s *Server) unavailable(w http.ResponseWriter, err error) {
 	s.log.Error("store unavailable", "err", err)
+	s.metrics.storeErrors.Inc()
 	w.Header().Set("Retry-After", "5")
 	writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable",
 		"The server cannot reach its data store. Nothing was changed; try again in a few seconds.")

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/stepup-dev/stepup/authz/storage"
 	"github.com/stepup-dev/stepup/internal/seal"
 	"github.com/stepup-dev/stepup/mfa"
@@ -42,6 +44,7 @@ type secondFactors struct {
 	issuer        string // shown in authenticator apps
 	maxPerAddress int
 	now           func() time.Time
+	failures      *prometheus.CounterVec // by reason
 }
 
 func secretAAD(userID string) []byte { return []byte("stepup totp secret v1 " + userID) }
@@ -227,6 +230,7 @@ func (m *secondFactors) use(ctx context.Context, userID, code string, recovery b
 func (m *secondFactors) attempt(ctx context.Context, userID, addr string, check func() error) error {
 	if until, err := m.kv.Get(ctx, mfaLockNS, userID); err == nil {
 		if wait := m.remaining(until); wait > 0 {
+			m.failures.WithLabelValues("throttled").Inc()
 			return throttledError{wait}
 		}
 	} else if !errors.Is(err, storage.ErrNotFound) {
@@ -235,6 +239,7 @@ func (m *secondFactors) attempt(ctx context.Context, userID, addr string, check 
 	if n, err := counter(ctx, m.kv, mfaFailNS, "addr:"+addr); err != nil {
 		return err
 	} else if n >= int64(m.maxPerAddress) {
+		m.failures.WithLabelValues("throttled").Inc()
 		return throttledError{m.throttle.Max}
 	}
 	n, err := m.kv.Incr(ctx, mfaFailNS, "acct:"+userID, 24*time.Hour)
@@ -246,6 +251,7 @@ func (m *secondFactors) attempt(ctx context.Context, userID, addr string, check 
 	if wait := m.throttle.Wait(int(n - 1)); wait > 0 {
 		until := strconv.FormatInt(m.now().Add(wait).Unix(), 10)
 		if err := m.kv.Create(ctx, mfaLockNS, userID, []byte(until), wait); errors.Is(err, storage.ErrAlreadyExists) {
+			m.failures.WithLabelValues("throttled").Inc()
 			return throttledError{wait}
 		} else if err != nil {
 			return err
@@ -257,6 +263,11 @@ func (m *secondFactors) attempt(ctx context.Context, userID, addr string, check 
 		_ = m.kv.Delete(ctx, mfaFailNS, "acct:"+userID)
 		_ = m.kv.Delete(ctx, mfaLockNS, userID)
 	case errors.Is(err, errCodeWrong), errors.Is(err, errCodeReplayed):
+		reason := "wrong"
+		if errors.Is(err, errCodeReplayed) {
+			reason = "replayed"
+		}
+		m.failures.WithLabelValues(reason).Inc()
 		_, _ = m.kv.Incr(ctx, mfaFailNS, "addr:"+addr, m.throttle.Max)
 	}
 	return err

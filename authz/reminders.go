@@ -119,6 +119,7 @@ func (s *Server) remind(ctx context.Context, q *orgRequest, userID string) (stri
 		_ = s.store.Delete(ctx, reminderGuardNS, key)
 		return "delivery_failed", nil
 	}
+	s.metrics.reminders.Inc()
 	return "", s.store.Put(ctx, remindedNS, key, []byte(now.Format(time.RFC3339)), 0)
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/handler/oauth2"
 	"github.com/ory/fosite/handler/openid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stepup-dev/stepup/authz/storage"
 	"github.com/stepup-dev/stepup/internal/seal"
@@ -72,6 +73,9 @@ type Config struct {
 
 	Now    func() time.Time // time.Now
 	Logger *slog.Logger     // slog.Default()
+	// Metrics receives the server's Prometheus metrics; nil keeps them
+	// unregistered.
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) setDefaults() {
@@ -154,6 +158,7 @@ type Server struct {
 	// one purpose.
 	csrfKey []byte
 	log     *slog.Logger
+	metrics *metrics
 }
 
 // New builds the server. It does not touch the store: keys are created on
@@ -180,6 +185,12 @@ func New(cfg Config) (*Server, error) {
 		users:   users,
 		csrfKey: derive(cfg.Secret, "csrf"),
 		log:     cfg.Logger,
+		metrics: newMetrics(),
+	}
+	if cfg.Metrics != nil {
+		if err := s.metrics.register(cfg.Metrics, newMFAAdoption(s)); err != nil {
+			return nil, fmt.Errorf("registering metrics: %w", err)
+		}
 	}
 	algs := []string{cfg.SigningAlg}
 	for _, alg := range []string{tokens.ES256, tokens.RS256} {
@@ -202,7 +213,7 @@ func New(cfg Config) (*Server, error) {
 	s.mfa = &secondFactors{
 		kv: cfg.Store, box: box, recovery: mfa.NewRecoveryHasher(derive(cfg.Secret, "recovery codes")),
 		throttle: mfa.Throttle{}, skew: cfg.TOTPSkew, issuer: issuer.Hostname(),
-		maxPerAddress: cfg.MaxFailuresPerAddress, now: cfg.Now,
+		maxPerAddress: cfg.MaxFailuresPerAddress, now: cfg.Now, failures: s.metrics.totpFailures,
 	}
 	if s.pages, err = newPages(); err != nil {
 		return nil, err

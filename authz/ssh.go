@@ -138,6 +138,7 @@ func (s *Server) sshCertificate(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, err)
 		return
 	}
+	s.metrics.certificates.Inc()
 	writeJSON(w, http.StatusOK, map[string]string{
 		"certificate": strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert))),
 	})

@@ -44,6 +44,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.oauth.WriteAccessResponse(ctx, w, ar, resp)
+	s.metrics.tokens.WithLabelValues(ar.GetGrantTypes()[0]).Inc()
 }
 
 var grantTypes = []string{"authorization_code", "refresh_token", "client_credentials", "api_token"}
