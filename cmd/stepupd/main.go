@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stepup-dev/stepup/authz"
@@ -133,9 +135,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	acfg.Metrics = reg
 	srv, err := authz.New(acfg)
 	if err != nil {
 		return err
+	}
+	ropts := routerOptions{metrics: reg, metricsToken: cfg.Metrics.Token}
+	for _, p := range cfg.TrustedProxies {
+		pfx, _ := config.ParseProxy(p) // validated with the config
+		ropts.trustedProxies = append(ropts.trustedProxies, pfx)
 	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -143,7 +153,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
 	}
 	hs := &http.Server{
-		Handler:           router(srv, log),
+		Handler:           router(srv, log, ropts),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
