@@ -159,6 +159,18 @@ func (e *cliEnv) browse(ctx context.Context, authURL string) error {
 	return nil
 }
 
+// writeConfig writes the CLI's config.json.
+func (e *cliEnv) writeConfig(c fileConfig) {
+	e.t.Helper()
+	b, _ := json.Marshal(c)
+	if err := os.MkdirAll(filepath.Join(e.dir, "stepup"), 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "stepup", "config.json"), b, 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 func (e *cliEnv) tokens() storedTokens {
 	e.t.Helper()
 	b, err := os.ReadFile(filepath.Join(e.dir, "stepup", "tokens.json"))

@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"html"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -23,6 +27,8 @@ import (
 	"time"
 
 	"github.com/pquerna/otp/totp"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/stepup-dev/stepup/authz"
 	"github.com/stepup-dev/stepup/authz/storage/memory"
@@ -37,12 +43,12 @@ const (
 
 // newGatewayServer is newServer's configuration plus the gateway's
 // confidential client, which reads access decisions with
-// client_credentials.
-func newGatewayServer(t *testing.T) string {
+// client_credentials; change adjusts it (nil: acme requires MFA).
+func newGatewayServer(t *testing.T, change func(*authz.Config)) string {
 	t.Helper()
 	ts := httptest.NewUnstartedServer(nil)
 	issuer := "http://" + ts.Listener.Addr().String()
-	srv, err := authz.New(authz.Config{
+	cfg := authz.Config{
 		Issuer: issuer,
 		Store:  memory.New(memory.Config{}),
 		Secret: "test-secret-0123456789abcdef",
@@ -57,7 +63,11 @@ func newGatewayServer(t *testing.T) string {
 			PasswordHash: aliceHash(), EmailVerified: true}},
 		Orgs: []authz.Org{{ID: "acme", Name: "ACME", MFARequired: true,
 			Members: []authz.Member{{UserID: "u_alice", Role: "owner"}}}},
-	})
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	srv, err := authz.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,25 +77,42 @@ func newGatewayServer(t *testing.T) string {
 	return issuer
 }
 
-// startGatewayBinary builds stepup-gateway and runs it on a free loopback
-// port with svc-app in acme; it returns the SSH port.
-func startGatewayBinary(t *testing.T, issuer string) int {
+// buildGateway builds stepup-gateway and writes its config, with svc-app
+// in acme; it returns the binary and the config file.
+func buildGateway(t *testing.T) (bin, cfg string) {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "stepup-gateway")
+	bin = filepath.Join(dir, "stepup-gateway")
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/stepup-dev/stepup/cmd/stepup-gateway").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cfg := filepath.Join(dir, "stepup.yaml")
+	cfg = filepath.Join(dir, "stepup.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("services:\n  - id: %s\n    org: acme\ngateway: {client_id: %s, client_secret: %q}\n",
 		e2eService, e2eGatewayID, e2eGatewaySecret)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return bin, cfg
+}
+
+// startGatewayBinary builds stepup-gateway and runs it on a free loopback
+// port, keeping its host key in a directory of its own; it returns the SSH
+// port.
+func startGatewayBinary(t *testing.T, issuer string) int {
+	t.Helper()
+	bin, cfg := buildGateway(t)
 	port := testenv.FreePort(t)
+	runGateway(t, bin, cfg, issuer, port, t.TempDir())
+	return port
+}
+
+// runGateway runs the built gateway on port with its state (the host key)
+// in stateDir until stop is called or the test ends.
+func runGateway(t *testing.T, bin, cfg, issuer string, port int, stateDir string) (stop func()) {
+	t.Helper()
 	cmd := exec.Command(bin, "--issuer", issuer, "--config", cfg,
 		"--ssh-addr", "127.0.0.1:"+strconv.Itoa(port),
 		"--http-addr", "127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)),
-		"--git-root", filepath.Join(dir, "repos"), "--state-dir", filepath.Join(dir, "state"))
+		"--git-root", filepath.Join(stateDir, "repos"), "--state-dir", stateDir)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -110,18 +137,22 @@ func startGatewayBinary(t *testing.T, issuer string) int {
 		done <- cmd.Wait()
 	}()
 	logged := func() string { mu.Lock(); defer mu.Unlock(); return log.String() }
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("stepup-gateway log:\n%s", logged())
-		}
-	})
+	var stopOnce sync.Once
+	stop = func() {
+		stopOnce.Do(func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+			if t.Failed() {
+				t.Logf("stepup-gateway log:\n%s", logged())
+			}
+		})
+	}
+	t.Cleanup(stop)
 	select {
 	case <-ready:
 	case err := <-done:
@@ -129,21 +160,27 @@ func startGatewayBinary(t *testing.T, issuer string) int {
 	case <-time.After(15 * time.Second):
 		t.Fatalf("stepup-gateway did not start within 15s\n%s", logged())
 	}
-	return port
+	return stop
 }
 
-// hermeticSSH puts a wrapper first on PATH that runs the real ssh without
-// the tester's configuration, agent or known hosts (the gateway's host key
-// is new each run, and nobody is there to accept it).
-func hermeticSSH(t *testing.T, real string) {
+// personSSH puts an ssh first on PATH that runs the real one with config
+// as the person's ssh configuration instead of the tester's own
+// ~/.ssh/config, and without their agent. It returns the config file,
+// which tests may rewrite. BatchMode: a test must never wait for an
+// answer at the tester's terminal.
+func personSSH(t *testing.T, real, config string) string {
 	t.Helper()
 	dir := t.TempDir()
-	script := "#!/bin/sh\nunset SSH_AUTH_SOCK\nexec '" + real + "' -F none -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null" +
-		" -o LogLevel=ERROR -o BatchMode=yes -o ConnectTimeout=10 \"$@\"\n"
+	cfg := filepath.Join(dir, "ssh_config")
+	if err := os.WriteFile(cfg, []byte("BatchMode yes\n"+config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\nunset SSH_AUTH_SOCK\nexec '" + real + "' -F '" + cfg + "' \"$@\"\n"
 	if err := os.WriteFile(filepath.Join(dir, "ssh"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return cfg
 }
 
 // mfaBrowser plays alice at the browser: password, then (once she has MFA)
@@ -260,9 +297,9 @@ func enrollAliceMFA(t *testing.T, issuer string) string {
 // Stepup server and the built stepup-gateway, through the real ssh.
 func TestSSHThroughGatewayStepsUpToMFA(t *testing.T) {
 	realSSH := testenv.Require(t, "ssh", "openssh-client")
-	issuer := newGatewayServer(t)
+	issuer := newGatewayServer(t, nil)
 	sshPort := startGatewayBinary(t, issuer)
-	hermeticSSH(t, realSSH)
+	personSSH(t, realSSH, "")
 
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "stepup"), 0o700); err != nil {
@@ -330,4 +367,127 @@ func TestSSHThroughGatewayStepsUpToMFA(t *testing.T) {
 	if r := mustRun("ssh-cert:info"); !strings.Contains(r.stdout, "Multi-factor authentication: verified") {
 		t.Errorf("ssh-cert:info:\n%s", r.stdout)
 	}
+}
+
+// gatewayHostKey reads the host key a gateway keeps in its state
+// directory.
+func gatewayHostKey(t *testing.T, stateDir string) ssh.PublicKey {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(stateDir, "ssh_host_ed25519_key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ssh.ParsePrivateKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey()
+}
+
+func knownHostsLine(host string, port int, key ssh.PublicKey) string {
+	return knownhosts.Line([]string{knownhosts.Normalize(net.JoinHostPort(host, strconv.Itoa(port)))}, key) + "\n"
+}
+
+// TestSSHPinsGatewayHostKey: stepup ssh trusts a gateway's host key on
+// first contact, keeps trusting it across the gateway's restarts, and
+// refuses another key at the same address with ssh's own warning, unless
+// the person's own ssh knows the host.
+func TestSSHPinsGatewayHostKey(t *testing.T) {
+	realSSH := testenv.Require(t, "ssh", "openssh-client")
+	issuer := newGatewayServer(t, func(c *authz.Config) { c.Orgs[0].MFARequired = false })
+	bin, gwConfig := buildGateway(t)
+	port, state := testenv.FreePort(t), t.TempDir()
+	stop := runGateway(t, bin, gwConfig, issuer, port, state)
+	sshConfig := personSSH(t, realSSH, "")
+
+	e := &cliEnv{t: t, issuer: issuer, dir: t.TempDir()}
+	e.writeConfig(fileConfig{SSHHost: "127.0.0.1", SSHPort: port})
+	e.mustRun("login")
+	const whoami = "alice " + e2eService + "\n"
+	if r := e.mustRun("ssh", e2eService, "whoami"); r.stdout != whoami {
+		t.Fatalf("first contact: stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+	pins, err := knownhosts.New(filepath.Join(e.dir, "stepup", "known_hosts"))
+	if err != nil {
+		t.Fatalf("no pins after the first contact: %v", err)
+	}
+	if err := pins(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), &net.TCPAddr{}, gatewayHostKey(t, state)); err != nil {
+		t.Errorf("the CLI's known_hosts does not hold the gateway's key: %v", err)
+	}
+
+	stop()
+	stop = runGateway(t, bin, gwConfig, issuer, port, state)
+	if r := e.mustRun("ssh", e2eService, "whoami"); r.stdout != whoami {
+		t.Fatalf("after a restart: stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+
+	stop()
+	other := t.TempDir()
+	runGateway(t, bin, gwConfig, issuer, port, other)
+	r := e.run("ssh", e2eService, "whoami")
+	if r.code != 255 || r.stdout != "" || !strings.Contains(r.stderr, "REMOTE HOST IDENTIFICATION HAS CHANGED") {
+		t.Fatalf("another host key at the same address: exit %d, stdout %q, stderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+
+	// The person's own known_hosts lists the host: their ssh decides, and
+	// the CLI's stale pin is not consulted.
+	theirs := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(theirs, []byte(knownHostsLine("127.0.0.1", port, gatewayHostKey(t, other))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sshConfig, []byte("BatchMode yes\nUserKnownHostsFile "+theirs+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.mustRun("ssh", e2eService, "whoami"); r.stdout != whoami {
+		t.Fatalf("with the host in the person's known_hosts: stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+}
+
+// TestPersonKnowsHost asks the real ssh -G, so the person's Host blocks,
+// HostKeyAlias and hashed entries count as ssh itself counts them.
+func TestPersonKnowsHost(t *testing.T) {
+	realSSH := testenv.Require(t, "ssh", "openssh-client")
+	dir := t.TempDir()
+	key := gatewayHostKey(t, writeHostKey(t, dir))
+	theirs := filepath.Join(dir, "known_hosts")
+	hashed := knownhosts.Line([]string{knownhosts.HashHostname("gw.example.com")}, key) + "\n"
+	if err := os.WriteFile(theirs, []byte(knownHostsLine("127.0.0.1", 2200, key)+hashed+knownHostsLine("gw-key", 22, key)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	personSSH(t, realSSH, "Host gw\n  HostName 127.0.0.1\n  Port 2200\nHost aliased\n  HostName 10.0.0.1\n  HostKeyAlias gw-key\n"+
+		"Host *\n  UserKnownHostsFile "+theirs+"\n  GlobalKnownHostsFile /dev/null\n")
+	for _, c := range []struct {
+		dest []string
+		want bool
+	}{
+		{[]string{"svc@gw"}, true},
+		{[]string{"-p", "2200", "svc@127.0.0.1"}, true},
+		{[]string{"svc@127.0.0.1"}, false},
+		{[]string{"svc@gw.example.com"}, true},
+		{[]string{"-p", "2222", "svc@gw.example.com"}, false},
+		{[]string{"svc@aliased"}, true},
+		{[]string{"svc@other.example.com"}, false},
+	} {
+		if got := personKnowsHost(context.Background(), c.dest); got != c.want {
+			t.Errorf("%v: %v, want %v", c.dest, got, c.want)
+		}
+	}
+}
+
+// writeHostKey writes a fresh host key where a gateway's state directory
+// keeps it.
+func writeHostKey(t *testing.T, dir string) string {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ssh_host_ed25519_key"), pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

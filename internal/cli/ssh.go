@@ -4,15 +4,21 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/stepup-dev/stepup/tokens"
 )
@@ -102,15 +108,19 @@ func (a *App) runSSH(ctx context.Context, g *globals, srv *server, host string, 
 // execSSH runs ssh with the session's key and certificate, passing its
 // standard error through while keeping a copy to read a refusal from.
 func (a *App) execSSH(ctx context.Context, s *session, host string, port int, service string, remote []string) (int, []byte, error) {
+	dest := []string{service + "@" + host}
+	if port != 0 {
+		dest = append([]string{"-p", strconv.Itoa(port)}, dest...)
+	}
 	args := []string{
 		"-i", s.path(keyFile),
 		"-o", "CertificateFile=" + s.path(certFile),
 		"-o", "IdentitiesOnly=yes",
 	}
-	if port != 0 {
-		args = append(args, "-p", strconv.Itoa(port))
+	if !personKnowsHost(ctx, dest) {
+		args = append(args, pinHostKey(s)...)
 	}
-	args = append(args, service+"@"+host)
+	args = append(args, dest...)
 	args = append(args, remote...)
 	cmd := exec.CommandContext(ctx, "ssh", args...)
 	var buf bytes.Buffer
@@ -128,6 +138,71 @@ func (a *App) execSSH(ctx context.Context, s *session, host string, port int, se
 		return 0, nil, err
 	}
 	return 0, buf.Bytes(), nil
+}
+
+// knownHostsFile is where stepup ssh pins gateways' host keys.
+const knownHostsFile = "known_hosts"
+
+// pinHostKey trusts a gateway's host key on first use and refuses a
+// changed one with ssh's own warning. A first contact then works from a
+// script, where ssh's default would stop to ask nobody, and the pins stay
+// out of the person's own known_hosts.
+func pinHostKey(s *session) []string {
+	path := s.path(knownHostsFile)
+	if strings.ContainsAny(path, " \t") {
+		path = `"` + path + `"`
+	}
+	return []string{"-o", "UserKnownHostsFile=" + path, "-o", "StrictHostKeyChecking=accept-new"}
+}
+
+// personKnowsHost reports whether a known_hosts file the person's ssh
+// reads already lists the gateway. Then their ssh checks it as it always
+// does: those keys and that policy were chosen by them (or their
+// company), and a pin of our own could only disagree with them. `ssh -G`
+// answers for their whole configuration (Host blocks, HostKeyAlias,
+// their own file names) without our reading it; if it cannot, we pin.
+func personKnowsHost(ctx context.Context, dest []string) bool {
+	out, err := exec.CommandContext(ctx, "ssh", append([]string{"-G"}, dest...)...).Output()
+	if err != nil {
+		return false
+	}
+	cfg := map[string]string{}
+	for line := range strings.Lines(string(out)) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok {
+			cfg[k] = v
+		}
+	}
+	if cfg["hostname"] == "" || cfg["port"] == "" {
+		return false
+	}
+	// ssh looks a HostKeyAlias up without the port, and a host name with
+	// it; knownhosts leaves port 22 out as ssh does.
+	name := net.JoinHostPort(cfg["hostname"], cfg["port"])
+	if alias := cfg["hostkeyalias"]; alias != "" && alias != "none" {
+		name = net.JoinHostPort(alias, "22")
+	}
+	files := strings.Fields(cfg["userknownhostsfile"] + " " + cfg["globalknownhostsfile"])
+	return slices.ContainsFunc(files, func(f string) bool { return listsHost(f, name) })
+}
+
+// listsHost reports whether the known_hosts file lists a key for name
+// ("host:port"). knownhosts answers only "is this key right", so it is
+// asked about a key nobody has: a mismatch means the host is listed.
+func listsHost(file, name string) bool {
+	check, err := knownhosts.New(file)
+	if err != nil {
+		return false
+	}
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return false
+	}
+	probe, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return false
+	}
+	var ke *knownhosts.KeyError
+	return errors.As(check(name, &net.TCPAddr{}, probe), &ke) && len(ke.Want) > 0
 }
 
 // parseDenial finds the gateway's refusal; the challenge is nil when the

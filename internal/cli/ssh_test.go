@@ -10,12 +10,14 @@ import (
 
 // fakeSSH puts an ssh on PATH that refuses with the gateway's message
 // (demanding amr) until it has been run refusals times, then prints its
-// arguments.
+// arguments. Asked for its configuration (-G), it has none, so the CLI
+// pins host keys itself.
 func fakeSSH(t *testing.T, amr string, refusals int) (argsFile string) {
 	dir := t.TempDir()
 	count := filepath.Join(dir, "count")
 	argsFile = filepath.Join(dir, "args")
 	script := `#!/bin/sh
+[ "$1" = -G ] && exit 0
 n=$(cat ` + count + ` 2>/dev/null || echo 0)
 echo $((n+1)) > ` + count + `
 echo "$@" > ` + argsFile + `
@@ -42,7 +44,8 @@ func TestSSHReissuesCertificateWhenTokenSuffices(t *testing.T) {
 	}
 	args, _ := os.ReadFile(argsFile)
 	dir := filepath.Join(e.dir, "stepup")
-	want := "-i " + dir + "/id_ed25519 -o CertificateFile=" + dir + "/id_ed25519-cert.pub -o IdentitiesOnly=yes -p 2222 svc@gw.example.com whoami"
+	want := "-i " + dir + "/id_ed25519 -o CertificateFile=" + dir + "/id_ed25519-cert.pub -o IdentitiesOnly=yes" +
+		" -o UserKnownHostsFile=" + dir + "/known_hosts -o StrictHostKeyChecking=accept-new -p 2222 svc@gw.example.com whoami"
 	if strings.TrimSpace(string(args)) != want {
 		t.Errorf("ssh ran with\n%s\nwant\n%s", args, want)
 	}
