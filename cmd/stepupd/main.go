@@ -3,6 +3,7 @@
 //	stepupd [serve] [--dev] [--config FILE] [--addr HOST:PORT] [--issuer URL]
 //	stepupd hash-password          (reads a password on stdin, prints its argon2id hash)
 //	stepupd rotate-keys --config FILE
+//	stepupd bench --url URL [--scenarios LIST] [--concurrency N] [--duration D] …   (load test; -h for more)
 package main
 
 import (
@@ -48,8 +49,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return hashPassword(stdin, stdout)
 	case "rotate-keys":
 		return rotateKeys(ctx, args, stdout, stderr)
+	case "bench":
+		return bench(ctx, args, stdout, stderr)
 	default:
-		return fmt.Errorf("unknown command %q (commands: serve, hash-password, rotate-keys)", cmd)
+		return fmt.Errorf("unknown command %q (commands: serve, hash-password, rotate-keys, bench)", cmd)
 	}
 }
 
