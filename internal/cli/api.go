@@ -68,7 +68,7 @@ func (a *App) callAPIWithStepUp(ctx context.Context, g *globals, srv *server, me
 		return 0, nil, a.stepUpNeeded(ch.AMR, ch.MaxAge)
 	}
 	fmt.Fprintf(a.Stderr, "The server requires more authentication (%s); logging in again.\n", strings.Join(ch.AMR, " "))
-	if err := a.login(ctx, srv, loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge}); err != nil {
+	if err := a.login(ctx, srv, loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge, report: a.Stderr}); err != nil {
 		return 0, nil, err
 	}
 	if status, body, ch, err = a.callAPI(ctx, srv, method, path, data); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -21,6 +22,11 @@ type loginOptions struct {
 	noBrowser bool
 	port      int
 	timeout   time.Duration
+	// report is where the login says who is logged in: stdout for
+	// stepup login, stderr for a login inside another command, whose
+	// stdout is the answer a script reads (JSON, a remote command's
+	// output, git's protocol).
+	report io.Writer
 }
 
 func (a *App) loginCmd(g *globals) *cobra.Command {
@@ -70,10 +76,13 @@ func (a *App) login(ctx context.Context, srv *server, o loginOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.report == nil {
+		o.report = a.Stdout
+	}
 	if !o.force {
 		if t, err := a.validTokens(ctx, srv); err == nil {
 			if c, err := t.claims(); err == nil && satisfies(c, o.methods, o.maxAge, a.Now()) {
-				fmt.Fprintf(a.Stdout, "Already logged in as %s (%s). Use -f to log in again.\n", displayName(t, c.Subject), strings.Join(c.AMR, " "))
+				fmt.Fprintf(o.report, "Already logged in as %s (%s). Use -f to log in again.\n", displayName(t, c.Subject), strings.Join(c.AMR, " "))
 				return nil
 			}
 		}
@@ -117,7 +126,7 @@ func (a *App) login(ctx context.Context, srv *server, o loginOptions) error {
 	if _, err := a.issueCertificate(ctx, srv, t, false); err != nil {
 		fmt.Fprintf(a.Stderr, "Logged in, but no SSH certificate: %v\n", err)
 	}
-	fmt.Fprintf(a.Stdout, "Logged in as %s (%s)\n", displayName(t, c.Subject), strings.Join(c.AMR, " "))
+	fmt.Fprintf(o.report, "Logged in as %s (%s)\n", displayName(t, c.Subject), strings.Join(c.AMR, " "))
 	return nil
 }
 

@@ -99,7 +99,7 @@ func (a *App) runSSH(ctx context.Context, g *globals, srv *server, host string, 
 		if !a.interactive(g) {
 			return a.stepUpNeeded(ch.AMR, ch.MaxAge)
 		}
-		if err := a.login(ctx, srv, loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge}); err != nil {
+		if err := a.login(ctx, srv, loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge, report: a.Stderr}); err != nil {
 			return err
 		}
 	}

@@ -156,7 +156,7 @@ func (a *App) certCurrent(cert *ssh.Certificate, srv *server, jti string) bool {
 func (a *App) ensureCert(ctx context.Context, g *globals, srv *server, refreshOnly, fresh bool) (*ssh.Certificate, bool, error) {
 	t, err := a.validTokens(ctx, srv)
 	if errors.Is(err, errNotLoggedIn) && !refreshOnly && a.interactive(g) {
-		if err := a.login(ctx, srv, loginOptions{}); err != nil {
+		if err := a.login(ctx, srv, loginOptions{report: a.Stderr}); err != nil {
 			return nil, false, err
 		}
 		t, err = a.validTokens(ctx, srv)
