@@ -3,6 +3,7 @@ package authz_test
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -41,10 +42,11 @@ func kids(t *testing.T, issuer string) map[string]bool {
 	return out
 }
 
-// TestKeyRotationAcrossReplicas: two servers share one store. A rotation
-// on one is used by the other for verification at once (unknown kid) and
-// published by it within its cache interval; retired keys stay published
-// until what they signed has expired.
+// TestKeyRotationAcrossReplicas: two servers share one store. The key a
+// rotation on one makes current was published by both a rotation period
+// earlier, so the other replica (whose cached set predates the rotation)
+// publishes and accepts it at once; retired keys stay published until what
+// they signed has expired.
 func TestKeyRotationAcrossReplicas(t *testing.T) {
 	clk := &clock{}
 	shared := memory.New(memory.Config{Now: clk.Now})
@@ -60,47 +62,58 @@ func TestKeyRotationAcrossReplicas(t *testing.T) {
 	a.Config.Handler = srvA.Handler() // the instance we can rotate
 	b := newTestServer(t, share)
 
+	cc := clientcredentials.Config{ClientID: svcClient, ClientSecret: svcSecret, TokenURL: a.Issuer + "/oauth2/token", Scopes: []string{"access.read"}}
+	signingKid := func() string {
+		tok, err := cc.Token(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, _ := jwtParts(t, tok.AccessToken)
+		if !active(t, b, tok.AccessToken) {
+			t.Fatal("B rejects a token signed by A")
+		}
+		return h["kid"].(string)
+	}
+	oldKid := signingKid()
 	before := kids(t, b.Issuer)
-	if len(before) != 2 {
-		t.Fatalf("want one ES256 and one RS256 key, got %v", before)
+	if len(before) != 4 {
+		t.Fatalf("want the current and next ES256 and RS256 keys, got %v", before)
 	}
 	if err := srvA.RotateKeys(bg); err != nil {
 		t.Fatal(err)
 	}
-	rotated := kids(t, a.Issuer)
-	if len(rotated) != 4 {
-		t.Fatalf("after rotation A publishes %d keys, want 2 new + 2 retired", len(rotated))
+	if got := kids(t, a.Issuer); len(got) != 6 {
+		t.Fatalf("after rotation A publishes %v, want 2 current + 2 next + 2 retired", got)
 	}
 
-	// A token signed by A's new key is accepted by B right away.
-	clk.Advance(10 * time.Second) // past B's guard against reload storms
-	cc := clientcredentials.Config{ClientID: svcClient, ClientSecret: svcSecret, TokenURL: a.Issuer + "/oauth2/token", Scopes: []string{"access.read"}}
-	tok, err := cc.Token(bg)
-	if err != nil {
-		t.Fatal(err)
+	// A signs with its new key, which B's JWKS (still cached from before the
+	// rotation) already had, and B accepts the token: no reload, no window.
+	newKid := signingKid()
+	if newKid == oldKid || !before[newKid] {
+		t.Fatalf("A signs with %s after rotation; want a key other than %s that was published before: %v", newKid, oldKid, before)
 	}
-	h, _ := jwtParts(t, tok.AccessToken)
-	if before[h["kid"].(string)] {
-		t.Fatal("A still signs with the retired key")
-	}
-	if !active(t, b, tok.AccessToken) {
-		t.Fatal("B rejects a token signed with A's new key")
+	if !kids(t, b.Issuer)[newKid] {
+		t.Fatal("B does not publish A's new signing key")
 	}
 
-	// B's JWKS catches up within its refresh interval.
+	// B's JWKS catches up with the new next keys within its refresh interval.
 	clk.Advance(2 * time.Minute)
-	if got := kids(t, b.Issuer); len(got) != 4 {
-		t.Fatalf("B publishes %v after a minute, want the 4 keys A publishes", got)
+	if got := kids(t, b.Issuer); len(got) != 6 {
+		t.Fatalf("B publishes %v after a minute, want the 6 keys A publishes", got)
 	}
 	// Retired keys go once every token they signed has expired.
 	clk.Advance(2 * time.Hour)
 	after := kids(t, b.Issuer)
+	var gone []string
 	for kid := range before {
-		if after[kid] {
-			t.Errorf("retired key %s still published two hours later", kid)
+		if !after[kid] {
+			gone = append(gone, kid)
 		}
 	}
-	if len(after) != 2 {
-		t.Errorf("want the 2 current keys, got %v", after)
+	if len(gone) != 2 || !slices.Contains(gone, oldKid) || after[oldKid] {
+		t.Errorf("two hours later, want the 2 formerly current keys (with %s) gone; gone: %v", oldKid, gone)
+	}
+	if len(after) != 4 {
+		t.Errorf("want the 2 current and 2 next keys, got %v", after)
 	}
 }

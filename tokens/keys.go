@@ -31,10 +31,11 @@ const (
 // for RS256, and larger keys only slow down every signature.
 const rsaBits = 2048
 
-// KeySet is one record: the current signing key per algorithm, the retired
-// public keys still published with the time until which they verify, and
-// when the next rotation is due. Keeping all three together lets replicas
-// read and rotate it as one value under one atomic update.
+// KeySet is one record: the current signing key per algorithm, the keys
+// that will replace them, the retired public keys still published with the
+// time until which they verify, and when the next rotation is due. Keeping
+// them together lets replicas read and rotate it as one value under one
+// atomic update.
 //
 // It round-trips through encoding/json with the private keys included, so
 // the caller must seal it before storing it. It is a plain value with no
@@ -44,6 +45,11 @@ type KeySet struct {
 	// Current holds the signing keys, private parts included, one per
 	// algorithm, in the order the algorithms were configured.
 	Current []jose.JSONWebKey `json:"current"`
+	// Next holds the keys the next rotation makes current. They are
+	// published a whole rotation period before they sign anything, so every
+	// replica's cached key set and every verifier's cached JWKS already
+	// holds a key by the time a token signed with it arrives.
+	Next []jose.JSONWebKey `json:"next,omitempty"`
 	// Retired holds former signing keys, public parts only.
 	Retired []RetiredKey `json:"retired,omitempty"`
 	// NextRotation is when Rotate should next run.
@@ -67,18 +73,32 @@ func NewKeySet(algs []string, now time.Time, rotateEvery time.Duration) (*KeySet
 	if rotateEvery <= 0 {
 		return nil, fmt.Errorf("tokens: rotation period must be positive, got %v", rotateEvery)
 	}
-	keys := make([]jose.JSONWebKey, 0, len(algs))
 	for i, alg := range algs {
 		if slices.Contains(algs[:i], alg) {
 			return nil, fmt.Errorf("tokens: signing algorithm %q configured twice", alg)
 		}
+	}
+	current, err := newKeys(algs)
+	if err != nil {
+		return nil, err
+	}
+	next, err := newKeys(algs)
+	if err != nil {
+		return nil, err
+	}
+	return &KeySet{Current: current, Next: next, NextRotation: now.Add(rotateEvery)}, nil
+}
+
+func newKeys(algs []string) ([]jose.JSONWebKey, error) {
+	keys := make([]jose.JSONWebKey, 0, len(algs))
+	for _, alg := range algs {
 		k, err := newKey(alg)
 		if err != nil {
 			return nil, err
 		}
 		keys = append(keys, k)
 	}
-	return &KeySet{Current: keys, NextRotation: now.Add(rotateEvery)}, nil
+	return keys, nil
 }
 
 // RotationDue reports whether Rotate should run at now.
@@ -86,8 +106,8 @@ func (ks *KeySet) RotationDue(now time.Time) bool {
 	return !now.Before(ks.NextRotation)
 }
 
-// Rotate replaces every current key by a new one of the same algorithm.
-// The old public keys stay published and verifying until now+retain, so
+// Rotate makes the next keys current and makes new next keys. (A record
+// stored before next keys existed gets new current keys.) The old public keys stay published and verifying until now+retain, so
 // retain must be at least the longest lifetime of anything they signed
 // (plus any clock skew the caller allows). Retired keys whose time has
 // passed are dropped. On error the set is left unchanged.
@@ -100,13 +120,23 @@ func (ks *KeySet) Rotate(now time.Time, rotateEvery, retain time.Duration) error
 	if retain <= 0 {
 		return fmt.Errorf("tokens: retention must be positive, got %v", retain)
 	}
-	fresh := make([]jose.JSONWebKey, 0, len(ks.Current))
-	for _, k := range ks.Current {
-		nk, err := newKey(k.Algorithm)
-		if err != nil {
-			return err
+	algs := ks.Algorithms()
+	promoted := make([]jose.JSONWebKey, 0, len(algs))
+	for _, alg := range algs {
+		i := slices.IndexFunc(ks.Next, func(k jose.JSONWebKey) bool { return k.Algorithm == alg })
+		if i < 0 {
+			k, err := newKey(alg)
+			if err != nil {
+				return err
+			}
+			promoted = append(promoted, k)
+			continue
 		}
-		fresh = append(fresh, nk)
+		promoted = append(promoted, ks.Next[i])
+	}
+	next, err := newKeys(algs)
+	if err != nil {
+		return err
 	}
 
 	retired := make([]RetiredKey, 0, len(ks.Retired)+len(ks.Current))
@@ -123,7 +153,7 @@ func (ks *KeySet) Rotate(now time.Time, rotateEvery, retain time.Duration) error
 		retired = append(retired, RetiredKey{Key: pub, Expires: now.Add(retain)})
 	}
 
-	ks.Current = fresh
+	ks.Current, ks.Next = promoted, next
 	ks.Retired = retired
 	ks.NextRotation = now.Add(rotateEvery)
 	return nil
@@ -152,8 +182,8 @@ func (ks *KeySet) Algorithms() []string {
 	return algs
 }
 
-// PublicJWKS returns the current keys and the retired keys that have not
-// expired at now, public parts only, each with kid, alg and use "sig".
+// PublicJWKS returns the current and next keys and the retired keys that
+// have not expired at now, public parts only, each with kid, alg and use "sig".
 func (ks *KeySet) PublicJWKS(now time.Time) jose.JSONWebKeySet {
 	var set jose.JSONWebKeySet
 	ks.eachVerificationKey(now, func(k jose.JSONWebKey) bool {
@@ -163,8 +193,9 @@ func (ks *KeySet) PublicJWKS(now time.Time) jose.JSONWebKeySet {
 	return set
 }
 
-// VerificationKey returns the public key for kid if it is current or
-// retired but not expired at now.
+// VerificationKey returns the public key for kid if it is current, next
+// (another replica may have rotated already), or retired but not expired
+// at now.
 func (ks *KeySet) VerificationKey(kid string, now time.Time) (jose.JSONWebKey, bool) {
 	var found jose.JSONWebKey
 	ok := false
@@ -183,7 +214,7 @@ func (ks *KeySet) VerificationKey(kid string, now time.Time) (jose.JSONWebKey, b
 // applied on read as well as in Rotate because a stored set may not have
 // been rotated for longer than its retired keys live.
 func (ks *KeySet) eachVerificationKey(now time.Time, yield func(jose.JSONWebKey) bool) {
-	for _, k := range ks.Current {
+	for _, k := range slices.Concat(ks.Current, ks.Next) {
 		pub := k.Public()
 		// A record whose key has no usable public part (damaged storage)
 		// must never leak what it does have.

@@ -154,15 +154,27 @@ func TestKeySetJSONRoundTrip(t *testing.T) {
 func TestRotateKeepsOldKeysUntilRetainPasses(t *testing.T) {
 	ks := newSet(t, ES256, EdDSA)
 	oldKIDs := currentKIDs(ks)
+	var published []string // the next keys, published before they sign
+	for _, k := range ks.Next {
+		published = append(published, k.KeyID)
+	}
+	if got := jwksKIDs(ks.PublicJWKS(t0)); !slices.Equal(got, slices.Concat(oldKIDs, published)) || len(published) != 2 {
+		t.Fatalf("a new set publishes %v, want its current %v and next %v keys", got, oldKIDs, published)
+	}
 
 	rotatedAt := t0.Add(rotateEvery)
 	if err := ks.Rotate(rotatedAt, rotateEvery, retain); err != nil {
 		t.Fatal(err)
 	}
 	newKIDs := currentKIDs(ks)
-	for i := range newKIDs {
-		if newKIDs[i] == oldKIDs[i] {
-			t.Errorf("Rotate kept kid %q for %s", oldKIDs[i], ks.Current[i].Algorithm)
+	if !slices.Equal(newKIDs, published) {
+		t.Errorf("Rotate made %v current, want the keys published beforehand %v", newKIDs, published)
+	}
+	var nextKIDs []string
+	for _, k := range ks.Next {
+		nextKIDs = append(nextKIDs, k.KeyID)
+		if slices.Contains(oldKIDs, k.KeyID) || slices.Contains(newKIDs, k.KeyID) || k.IsPublic() {
+			t.Errorf("next key %q is not a new private key", k.KeyID)
 		}
 	}
 	if !slices.Equal(ks.Algorithms(), []string{ES256, EdDSA}) {
@@ -184,7 +196,7 @@ func TestRotateKeepsOldKeysUntilRetainPasses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			want := slices.Clone(newKIDs)
+			want := slices.Concat(newKIDs, nextKIDs)
 			if tt.oldToo {
 				want = append(want, oldKIDs...)
 			}
@@ -237,8 +249,8 @@ func TestPublicJWKSHasNoPrivateMaterial(t *testing.T) {
 		t.Fatal(err)
 	}
 	set := ks.PublicJWKS(t0)
-	if len(set.Keys) != 2*len(allAlgs) {
-		t.Fatalf("%d keys published, want %d", len(set.Keys), 2*len(allAlgs))
+	if len(set.Keys) != 3*len(allAlgs) { // current, next and retired
+		t.Fatalf("%d keys published, want %d", len(set.Keys), 3*len(allAlgs))
 	}
 	for _, k := range set.Keys {
 		if !k.IsPublic() {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/stepup-dev/stepup/internal/testenv"
 )
@@ -232,6 +234,9 @@ clients:
     public: true
     redirect_uris: ["http://127.0.0.1/callback"]
     scopes: [openid, offline_access, profile, email]
+  - id: svc
+    secret: svc-secret-0123456789
+    grant_types: [client_credentials]
 users:
   - id: u_alice
     username: alice
@@ -301,7 +306,9 @@ users:
 	}
 
 	// rotate-keys works on the shared store: a replica started afterwards
-	// publishes the new keys beside the retired ones.
+	// signs with the new current key, which the running replicas published
+	// before the rotation (they still serve their cached key set), and
+	// publishes the new next keys beside the retired ones.
 	before := jwks(a)
 	out, err := exec.Command(stepupdBinary(t), "rotate-keys", "--config", cfgFile).CombinedOutput()
 	if err != nil {
@@ -317,8 +324,22 @@ users:
 	if err := json.Unmarshal([]byte(after), &set); err != nil {
 		t.Fatal(err)
 	}
-	if len(set.Keys) != 4 || after == before {
-		t.Fatalf("after rotation, want the 2 new and 2 retired keys; before %s, after %s", before, after)
+	if len(set.Keys) != 6 || after == before {
+		t.Fatalf("after rotation, want 2 current, 2 next and 2 retired keys; before %s, after %s", before, after)
+	}
+	cc := clientcredentials.Config{ClientID: "svc", ClientSecret: "svc-secret-0123456789", TokenURL: "http://" + c + "/oauth2/token"}
+	tok, err := cc.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	header, _, _ := strings.Cut(tok.AccessToken, ".")
+	raw, _ := base64.RawURLEncoding.DecodeString(header)
+	var h struct{ Kid string }
+	if err := json.Unmarshal(raw, &h); err != nil || h.Kid == "" {
+		t.Fatalf("access token header %s: %v", raw, err)
+	}
+	if !strings.Contains(before, h.Kid) || !strings.Contains(jwks(b), h.Kid) {
+		t.Fatalf("the rotated-in key %s was not published before the rotation, or B does not publish it:\nbefore %s\nB now %s", h.Kid, before, jwks(b))
 	}
 	var old struct {
 		Keys []struct{ Kid string } `json:"keys"`
