@@ -77,21 +77,45 @@ func newGatewayServer(t *testing.T, change func(*authz.Config)) string {
 	return issuer
 }
 
+// gatewayBuild is the stepup-gateway binary, built once for the tests
+// that run it; TestMain removes it.
+var gatewayBuild = struct {
+	once     sync.Once
+	dir, bin string
+	err      error
+}{}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if gatewayBuild.dir != "" {
+		os.RemoveAll(gatewayBuild.dir)
+	}
+	os.Exit(code)
+}
+
 // buildGateway builds stepup-gateway and writes its config, with svc-app
 // in acme; it returns the binary and the config file.
 func buildGateway(t *testing.T) (bin, cfg string) {
 	t.Helper()
-	dir := t.TempDir()
-	bin = filepath.Join(dir, "stepup-gateway")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/stepup-dev/stepup/cmd/stepup-gateway").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	b := &gatewayBuild
+	b.once.Do(func() {
+		if b.dir, b.err = os.MkdirTemp("", "stepup-cli-test-"); b.err != nil {
+			return
+		}
+		b.bin = filepath.Join(b.dir, "stepup-gateway")
+		if out, err := exec.Command("go", "build", "-o", b.bin, "github.com/stepup-dev/stepup/cmd/stepup-gateway").CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	cfg = filepath.Join(dir, "stepup.yaml")
+	cfg = filepath.Join(t.TempDir(), "stepup.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("services:\n  - id: %s\n    org: acme\ngateway: {client_id: %s, client_secret: %q}\n",
 		e2eService, e2eGatewayID, e2eGatewaySecret)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return bin, cfg
+	return b.bin, cfg
 }
 
 // startGatewayBinary builds stepup-gateway and runs it on a free loopback
