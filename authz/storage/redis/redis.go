@@ -526,3 +526,7 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 func (s *Store) Close() error { return s.rdb.Close() }
+
+// AddHook observes every command the store sends: for metrics, and for
+// tests that count round trips.
+func (s *Store) AddHook(h goredis.Hook) { s.rdb.AddHook(h) }
