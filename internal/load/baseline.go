@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -129,17 +130,19 @@ func (r *runner) baselines(srs []ScenarioReport) {
 	}
 }
 
-// measure is the mean time of op, run alone for about 150ms (at least
-// three times) after one warm-up call.
+// measure is the median time of op, run alone at least five times and
+// for about 200ms after one warm-up call.
 func measure(op func()) time.Duration {
 	op()
+	var times []time.Duration
 	start := time.Now()
-	n := 0
-	for n < 3 || time.Since(start) < 150*time.Millisecond {
+	for len(times) < 5 || time.Since(start) < 200*time.Millisecond {
+		t := time.Now()
 		op()
-		n++
+		times = append(times, time.Since(t))
 	}
-	return time.Since(start) / time.Duration(n)
+	slices.Sort(times)
+	return times[len(times)/2]
 }
 
 // accessClaims is an access token's payload of a typical size.

@@ -221,11 +221,11 @@ func visibleText(page string) string {
 		case html.EndTagToken:
 			skip, inAlert = false, inAlert && z.Token().Data != "p"
 		case html.TextToken:
-			if !skip {
-				all.Write(z.Text())
+			if text := z.Text(); !skip { // Text may be read once
+				all.Write(text)
 				all.WriteByte(' ')
 				if inAlert {
-					alert.Write(z.Text())
+					alert.Write(text)
 				}
 			}
 		}
