@@ -67,7 +67,11 @@ func seedDemo(cfg *config.Config) (*demo, error) {
 }
 
 func (d *demo) print(w io.Writer, cfg *config.Config) {
-	fmt.Fprintf(w, "\nStepup is running in development mode (in-memory store: everything is lost when it stops).\n\n")
+	if storeKind(cfg.Store) == "memory" {
+		fmt.Fprintf(w, "\nStepup is running in development mode (in-memory store: everything is lost when it stops).\n\n")
+	} else {
+		fmt.Fprintf(w, "\nStepup is running in development mode (store: %s).\n\n", storeKind(cfg.Store))
+	}
 	fmt.Fprintf(w, "  issuer:    %s\n", cfg.Issuer)
 	fmt.Fprintf(w, "  discovery: %s/.well-known/openid-configuration\n", cfg.Issuer)
 	if d.password != "" {
