@@ -89,3 +89,20 @@ func configGet(t *testing.T, addr, param string) string {
 	}
 	return lines[1]
 }
+
+// TestDurableRedisKeepsAcknowledgedWrites: what was written before a
+// SIGKILL is there after the restart.
+func TestDurableRedisKeepsAcknowledgedWrites(t *testing.T) {
+	r := StartDurableRedis(t)
+	if reply, err := command(r.Addr, "SET", "k", "v1"); err != nil || reply != "OK" {
+		t.Fatalf("SET: %q %v", reply, err)
+	}
+	r.Kill()
+	if _, err := command(r.Addr, "PING"); err == nil {
+		t.Fatal("redis-server answers after Kill")
+	}
+	r.Restart()
+	if reply, err := command(r.Addr, "GET", "k"); err != nil || reply != "v1" {
+		t.Fatalf("GET after restart: %q %v", reply, err)
+	}
+}
