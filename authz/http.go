@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/stepup-dev/stepup/authz/storage"
 )
@@ -51,10 +53,14 @@ func writeError(w http.ResponseWriter, status int, code, description string) {
 }
 
 // unavailable answers a store failure: 503, a body a person can act on, and
-// the cause in our log only.
+// the cause in our log only. While the store is down every request fails
+// alike, so the log gets one line a second with the count since the last,
+// not thousands.
 func (s *Server) unavailable(w http.ResponseWriter, err error) {
-	s.log.Error("store unavailable", "err", err)
 	s.metrics.storeErrors.Inc()
+	if n := s.outageLog.note(s.cfg.Now()); n > 0 {
+		s.log.Error("store unavailable", "err", err, "failures", n)
+	}
 	w.Header().Set("Retry-After", "5")
 	writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable",
 		"The server cannot reach its data store. Nothing was changed; try again in a few seconds.")
@@ -77,4 +83,25 @@ func tooLarge(err error) bool {
 // writeJSONBody writes v with headers already set by the caller.
 func writeJSONBody(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// everySecond thins out a repeated log line.
+type everySecond struct {
+	mu     sync.Mutex
+	last   time.Time
+	missed int
+}
+
+// note counts one occurrence and returns how many to report now: zero
+// within a second of the last report.
+func (e *everySecond) note(now time.Time) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.missed++
+	if now.Sub(e.last) < time.Second {
+		return 0
+	}
+	n := e.missed
+	e.last, e.missed = now, 0
+	return n
 }

@@ -159,6 +159,8 @@ type Server struct {
 	csrfKey []byte
 	log     *slog.Logger
 	metrics *metrics
+	// outageLog keeps a store outage from flooding the log.
+	outageLog everySecond
 }
 
 // New builds the server. It does not touch the store: keys are created on
