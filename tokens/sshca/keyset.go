@@ -20,8 +20,8 @@ import (
 const caKeyComment = "stepup-user-ca"
 
 // KeySet is the CA key material as one record: the current signing key,
-// the previous public keys still trusted and until when, and when the next
-// rotation is due. Keeping them together lets replicas read and rotate the
+// the key that will replace it, the previous public keys still trusted and
+// until when, and when the next rotation is due. Keeping them together lets replicas read and rotate the
 // CA as one value under one atomic update of the store.
 //
 // It round-trips through encoding/json with the private key included, so
@@ -32,6 +32,12 @@ type KeySet struct {
 	// ("-----BEGIN OPENSSH PRIVATE KEY-----", unencrypted): Ed25519 as made
 	// by NewKeySet, or ECDSA where an operator imported one.
 	Current string `json:"current"`
+	// Next is the key the next rotation makes current, in the same form.
+	// It is listed as an authority a whole rotation period before it signs,
+	// so a plain sshd whose TrustedUserCAKeys file is refreshed daily, or a
+	// gateway holding an old list, already trusts it on the first
+	// certificate.
+	Next string `json:"next,omitempty"`
 	// Previous are former CA keys, public parts only.
 	Previous []PreviousKey `json:"previous,omitempty"`
 	// NextRotation is when Rotate should next run.
@@ -57,7 +63,11 @@ func NewKeySet(now time.Time, rotateEvery time.Duration) (*KeySet, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &KeySet{Current: cur, NextRotation: now.Add(rotateEvery)}, nil
+	next, err := newCAKey(ssh.KeyAlgoED25519)
+	if err != nil {
+		return nil, err
+	}
+	return &KeySet{Current: cur, Next: next, NextRotation: now.Add(rotateEvery)}, nil
 }
 
 // RotationDue reports whether Rotate should run at now.
@@ -65,8 +75,9 @@ func (ks *KeySet) RotationDue(now time.Time) bool {
 	return !now.Before(ks.NextRotation)
 }
 
-// Rotate replaces the current key by a new one of the same type. The old
-// public key stays trusted until now+overlap, so overlap must be at least
+// Rotate makes the next key current (a new one of the same type when the
+// record has none, as one stored before next keys existed) and makes a new
+// next key. The old public key stays trusted until now+overlap, so overlap must be at least
 // the longest certificate lifetime (Config.MaxTTL) plus however long
 // gateways cache the authority list. Previous keys whose time has passed
 // are dropped. On error the set is left unchanged.
@@ -83,7 +94,13 @@ func (ks *KeySet) Rotate(now time.Time, rotateEvery, overlap time.Duration) erro
 	if err != nil {
 		return err
 	}
-	fresh, err := newCAKey(old.PublicKey().Type())
+	promoted := ks.Next
+	if promoted == "" {
+		if promoted, err = newCAKey(old.PublicKey().Type()); err != nil {
+			return err
+		}
+	}
+	next, err := newCAKey(old.PublicKey().Type())
 	if err != nil {
 		return err
 	}
@@ -95,7 +112,7 @@ func (ks *KeySet) Rotate(now time.Time, rotateEvery, overlap time.Duration) erro
 	}
 	prev = append(prev, PreviousKey{PublicKey: authorizedLine(old.PublicKey()), TrustedUntil: now.Add(overlap)})
 
-	ks.Current = fresh
+	ks.Current, ks.Next = promoted, next
 	ks.Previous = prev
 	ks.NextRotation = now.Add(rotateEvery)
 	return nil
@@ -103,13 +120,15 @@ func (ks *KeySet) Rotate(now time.Time, rotateEvery, overlap time.Duration) erro
 
 // Authorities returns the CA public keys gateways should trust at now, as
 // authorized_keys-format lines without comment (for TrustedUserCAKeys or
-// ssh.CertChecker): the current key first, then the previous ones still
-// trusted, newest first. Entries that do not parse (a damaged record) are
+// ssh.CertChecker): the current key first, then the next one, then the
+// previous ones still trusted, newest first. Entries that do not parse (a damaged record) are
 // left out rather than passed on.
 func (ks *KeySet) Authorities(now time.Time) []string {
 	var out []string
-	if s, err := ks.Signer(); err == nil {
-		out = append(out, authorizedLine(s.PublicKey()))
+	for _, k := range []string{ks.Current, ks.Next} {
+		if s, err := parseCAKey(k); err == nil {
+			out = append(out, authorizedLine(s.PublicKey()))
+		}
 	}
 	for i := len(ks.Previous) - 1; i >= 0; i-- {
 		p := ks.Previous[i]
@@ -132,15 +151,24 @@ func (ks *KeySet) Signer() (ssh.Signer, error) {
 	if ks.Current == "" {
 		return nil, errors.New("sshca: the key set has no current CA key")
 	}
-	s, err := ssh.ParsePrivateKey([]byte(ks.Current))
+	s, err := parseCAKey(ks.Current)
 	if err != nil {
 		return nil, fmt.Errorf("sshca: current CA key: %w", err)
+	}
+	return s, nil
+}
+
+// parseCAKey reads a CA private key of a type Stepup signs with.
+func parseCAKey(pemKey string) (ssh.Signer, error) {
+	s, err := ssh.ParsePrivateKey([]byte(pemKey))
+	if err != nil {
+		return nil, err
 	}
 	switch s.PublicKey().Type() {
 	case ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521:
 		return s, nil
 	}
-	return nil, fmt.Errorf("sshca: current CA key has type %s; only Ed25519 and ECDSA CA keys are used", s.PublicKey().Type())
+	return nil, fmt.Errorf("it has type %s; only Ed25519 and ECDSA CA keys are used", s.PublicKey().Type())
 }
 
 // newCAKey makes a key of an SSH type and returns it as an OpenSSH private

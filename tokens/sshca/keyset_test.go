@@ -67,8 +67,8 @@ func TestNewKeySet(t *testing.T) {
 		t.Errorf("NextRotation = %v, want %v", ks.NextRotation, t0.Add(rotateEvery))
 	}
 	auths := ks.Authorities(t0)
-	if len(auths) != 1 || auths[0] != authorizedLine(signerOf(t, ks).PublicKey()) {
-		t.Errorf("Authorities = %q, want the current key alone", auths)
+	if want := []string{authorizedLine(signerOf(t, ks).PublicKey()), nextLine(t, ks)}; !slices.Equal(auths, want) || want[0] == want[1] {
+		t.Errorf("Authorities = %q, want the current key, then the next one: %q", auths, want)
 	}
 	if strings.Contains(auths[0], "\n") || strings.Count(auths[0], " ") != 1 {
 		t.Errorf("authority line %q is not \"type base64\"", auths[0])
@@ -89,7 +89,7 @@ func TestKeySetJSONRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, field := range []string{`"current":`, `"previous":`, `"public_key":`, `"trusted_until":`, `"next_rotation":`} {
+	for _, field := range []string{`"current":`, `"next":`, `"previous":`, `"public_key":`, `"trusted_until":`, `"next_rotation":`} {
 		if !strings.Contains(string(b), field) {
 			t.Errorf("JSON lacks %s: %s", field, b)
 		}
@@ -110,9 +110,20 @@ func TestKeySetJSONRoundTrip(t *testing.T) {
 	signAndCheck(t, &back)
 }
 
+// nextLine is the authority line of the set's next key.
+func nextLine(t *testing.T, ks *KeySet) string {
+	t.Helper()
+	s, err := ssh.ParsePrivateKey([]byte(ks.Next))
+	if err != nil {
+		t.Fatalf("Next is not a private key: %v", err)
+	}
+	return authorizedLine(s.PublicKey())
+}
+
 func TestKeySetRotate(t *testing.T) {
 	ks := newKeySet(t)
 	first := signerOf(t, ks).PublicKey()
+	published := nextLine(t, ks)
 
 	if ks.RotationDue(t0.Add(rotateEvery - time.Second)) {
 		t.Error("rotation due before NextRotation")
@@ -128,6 +139,13 @@ func TestKeySetRotate(t *testing.T) {
 	second := signerOf(t, ks).PublicKey()
 	if sameKey(first, second) {
 		t.Fatal("Rotate kept the same key")
+	}
+	if authorizedLine(second) != published {
+		t.Fatal("Rotate did not make current the key listed as next beforehand")
+	}
+	upcoming := nextLine(t, ks)
+	if upcoming == published || upcoming == authorizedLine(first) {
+		t.Fatal("Rotate did not make a new next key")
 	}
 	if second.Type() != ssh.KeyAlgoED25519 {
 		t.Errorf("rotated key type = %s, want ssh-ed25519", second.Type())
@@ -146,15 +164,15 @@ func TestKeySetRotate(t *testing.T) {
 		t.Error("certificate after rotation is not signed by the new key")
 	}
 
-	both := []string{authorizedLine(second), authorizedLine(first)}
+	all := []string{authorizedLine(second), upcoming, authorizedLine(first)}
 	for _, tc := range []struct {
 		name string
 		at   time.Time
 		want []string
 	}{
-		{"ok/right-after-rotation", t1, both},
-		{"ok/last-second-of-overlap", t1.Add(overlap - time.Second), both},
-		{"ok/overlap-over", t1.Add(overlap), both[:1]},
+		{"ok/right-after-rotation", t1, all},
+		{"ok/last-second-of-overlap", t1.Add(overlap - time.Second), all},
+		{"ok/overlap-over", t1.Add(overlap), all[:2]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ks.Authorities(tc.at); !slices.Equal(got, tc.want) {
@@ -170,7 +188,7 @@ func TestKeySetRotate(t *testing.T) {
 		t.Fatal(err)
 	}
 	third := signerOf(t, ks).PublicKey()
-	want := []string{authorizedLine(third), authorizedLine(second), authorizedLine(first)}
+	want := []string{authorizedLine(third), nextLine(t, ks), authorizedLine(second), authorizedLine(first)}
 	if got := ks.Authorities(t2); !slices.Equal(got, want) {
 		t.Errorf("Authorities after second rotation = %q, want %q", got, want)
 	}
@@ -220,12 +238,13 @@ func TestKeySetDamaged(t *testing.T) {
 		t.Fatal(err)
 	}
 	cur := authorizedLine(signerOf(t, ks).PublicKey())
+	next := nextLine(t, ks)
 	good := ks.Previous[0].PublicKey
 	ks.Previous = append(ks.Previous,
 		PreviousKey{PublicKey: "ssh-ed25519 !!!", TrustedUntil: t0.Add(time.Hour)},
 		PreviousKey{PublicKey: "", TrustedUntil: t0.Add(time.Hour)},
 	)
-	if got, want := ks.Authorities(t0), []string{cur, good}; !slices.Equal(got, want) {
+	if got, want := ks.Authorities(t0), []string{cur, next, good}; !slices.Equal(got, want) {
 		t.Errorf("Authorities = %q, want %q (damaged entries left out)", got, want)
 	}
 
@@ -241,12 +260,16 @@ func TestKeySetDamaged(t *testing.T) {
 }
 
 func TestKeySetECDSA(t *testing.T) {
-	// An operator may import an ECDSA CA key; rotation keeps its type.
+	// An operator may import an ECDSA CA key (without a next key);
+	// rotation keeps its type.
 	pemKey, err := newCAKey(ssh.KeyAlgoECDSA384)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ks := &KeySet{Current: pemKey, NextRotation: t0}
+	if got := len(ks.Authorities(t0)); got != 1 {
+		t.Errorf("%d authorities before rotation, want the current key alone", got)
+	}
 	signAndCheck(t, ks)
 	if err := ks.Rotate(t0, rotateEvery, overlap); err != nil {
 		t.Fatal(err)
@@ -254,8 +277,11 @@ func TestKeySetECDSA(t *testing.T) {
 	if got := signerOf(t, ks).PublicKey().Type(); got != ssh.KeyAlgoECDSA384 {
 		t.Errorf("rotated key type = %s, want %s", got, ssh.KeyAlgoECDSA384)
 	}
-	if got := len(ks.Authorities(t0)); got != 2 {
-		t.Errorf("%d authorities, want 2", got)
+	if got := len(ks.Authorities(t0)); got != 3 {
+		t.Errorf("%d authorities, want current, next and previous", got)
+	}
+	if next, err := ssh.ParsePrivateKey([]byte(ks.Next)); err != nil || next.PublicKey().Type() != ssh.KeyAlgoECDSA384 {
+		t.Errorf("next key after rotation: %v, want %s", err, ssh.KeyAlgoECDSA384)
 	}
 	signAndCheck(t, ks)
 }
