@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -33,8 +32,8 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/stepup-dev/stepup/authz"
-	"github.com/stepup-dev/stepup/authz/storage/memory"
 	"github.com/stepup-dev/stepup/internal/testenv"
+	"github.com/stepup-dev/stepup/internal/testserver"
 	"github.com/stepup-dev/stepup/tokens/sshca"
 )
 
@@ -88,12 +87,7 @@ func startStepup(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + ts.Listener.Addr().String()
-	srv, err := authz.New(authz.Config{
-		Issuer: issuer,
-		Store:  memory.New(memory.Config{}),
-		Secret: "test-secret-0123456789abcdef",
+	return testserver.Start(t, authz.Config{
 		Clients: []authz.Client{
 			{ID: cliID, Public: true, RedirectURIs: []string{"http://127.0.0.1/callback"},
 				GrantTypes: []string{"authorization_code", "refresh_token"}, ResponseTypes: []string{"code"},
@@ -107,13 +101,6 @@ func startStepup(t *testing.T) string {
 		},
 		Orgs: []authz.Org{{ID: "acme", Name: "ACME", MFARequired: true, Members: []authz.Member{{UserID: "u_alice", Role: "owner"}}}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
-	t.Cleanup(ts.Close)
-	return issuer
 }
 
 // process is a running stepup-gateway whose log is kept for failures.

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -25,7 +24,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/stepup-dev/stepup/authz"
-	"github.com/stepup-dev/stepup/authz/storage/memory"
+	"github.com/stepup-dev/stepup/internal/testserver"
 )
 
 const alicePassword = "correct horse battery staple"
@@ -42,13 +41,7 @@ var aliceHash = sync.OnceValue(func() string {
 // client, alice, and an organization that requires MFA.
 func newServer(t *testing.T) string {
 	t.Helper()
-	store := memory.New(memory.Config{})
-	ts := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + ts.Listener.Addr().String()
-	srv, err := authz.New(authz.Config{
-		Issuer: issuer,
-		Store:  store,
-		Secret: "test-secret-0123456789abcdef",
+	return testserver.Start(t, authz.Config{
 		Clients: []authz.Client{{
 			ID: DefaultClientID, Public: true, RedirectURIs: []string{"http://127.0.0.1/callback"},
 			GrantTypes: []string{"authorization_code", "refresh_token", "api_token"}, ResponseTypes: []string{"code"},
@@ -59,13 +52,6 @@ func newServer(t *testing.T) string {
 		Orgs: []authz.Org{{ID: "acme", Name: "ACME", MFARequired: true,
 			Members: []authz.Member{{UserID: "u_alice", Role: "owner"}}}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
-	t.Cleanup(ts.Close)
-	return issuer
 }
 
 // cliEnv is one person's machine: a config directory and a browser.

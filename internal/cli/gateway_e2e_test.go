@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -31,8 +30,8 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/stepup-dev/stepup/authz"
-	"github.com/stepup-dev/stepup/authz/storage/memory"
 	"github.com/stepup-dev/stepup/internal/testenv"
+	"github.com/stepup-dev/stepup/internal/testserver"
 )
 
 const (
@@ -46,12 +45,7 @@ const (
 // client_credentials; change adjusts it (nil: acme requires MFA).
 func newGatewayServer(t *testing.T, change func(*authz.Config)) string {
 	t.Helper()
-	ts := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + ts.Listener.Addr().String()
 	cfg := authz.Config{
-		Issuer: issuer,
-		Store:  memory.New(memory.Config{}),
-		Secret: "test-secret-0123456789abcdef",
 		Clients: []authz.Client{
 			{ID: DefaultClientID, Public: true, RedirectURIs: []string{"http://127.0.0.1/callback"},
 				GrantTypes: []string{"authorization_code", "refresh_token", "api_token"}, ResponseTypes: []string{"code"},
@@ -67,14 +61,7 @@ func newGatewayServer(t *testing.T, change func(*authz.Config)) string {
 	if change != nil {
 		change(&cfg)
 	}
-	srv, err := authz.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
-	t.Cleanup(ts.Close)
-	return issuer
+	return testserver.Start(t, cfg)
 }
 
 // gatewayBuild is the stepup-gateway binary, built once for the tests

@@ -1,13 +1,12 @@
 package cli
 
 import (
-	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/stepup-dev/stepup/authz"
-	"github.com/stepup-dev/stepup/authz/storage/memory"
+	"github.com/stepup-dev/stepup/internal/testserver"
 )
 
 // newOrgEnv runs a real server with an organization that requires
@@ -15,12 +14,7 @@ import (
 // in "beta" bob owns and alice is a member.
 func newOrgEnv(t *testing.T) *cliEnv {
 	t.Helper()
-	ts := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + ts.Listener.Addr().String()
-	srv, err := authz.New(authz.Config{
-		Issuer: issuer,
-		Store:  memory.New(memory.Config{}),
-		Secret: "test-secret-0123456789abcdef",
+	issuer := testserver.Start(t, authz.Config{
 		Clients: []authz.Client{{
 			ID: DefaultClientID, Public: true, RedirectURIs: []string{"http://127.0.0.1/callback"},
 			GrantTypes: []string{"authorization_code", "refresh_token"}, ResponseTypes: []string{"code"},
@@ -36,12 +30,6 @@ func newOrgEnv(t *testing.T) *cliEnv {
 			{ID: "beta", Name: "Beta", Members: []authz.Member{{UserID: "u_bob", Role: "owner"}, {UserID: "u_alice", Role: "member"}}},
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
-	t.Cleanup(ts.Close)
 	return &cliEnv{t: t, issuer: issuer, dir: t.TempDir()}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -15,8 +14,8 @@ import (
 	"time"
 
 	"github.com/stepup-dev/stepup/authz"
-	"github.com/stepup-dev/stepup/authz/storage/memory"
 	"github.com/stepup-dev/stepup/internal/testenv"
+	"github.com/stepup-dev/stepup/internal/testserver"
 )
 
 const upstreamSecret = "upstream-client-secret-0123456789"
@@ -48,11 +47,7 @@ func newFederation(t *testing.T) *federation {
 // replace the local server's in the person's browser.
 func newUpstream(t *testing.T) string {
 	t.Helper()
-	ts := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + strings.Replace(ts.Listener.Addr().String(), "127.0.0.1", "localhost", 1)
-	srv, err := authz.New(authz.Config{
-		Issuer: issuer,
-		Store:  memory.New(memory.Config{}),
+	return testserver.StartAs(t, "localhost", authz.Config{
 		Secret: "upstream-secret-0123456789abcdef",
 		Clients: []authz.Client{{ID: "stepup", SecretHash: authz.HashClientSecret(upstreamSecret),
 			// Loopback: the local server's port is any port (RFC 8252).
@@ -62,13 +57,6 @@ func newUpstream(t *testing.T) string {
 		Users: []authz.User{{ID: "up_alice", Username: "alice", Email: "alice@example.com", Name: "Alice",
 			PasswordHash: aliceHash(), EmailVerified: true}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
-	t.Cleanup(ts.Close)
-	return issuer
 }
 
 // personBrowser is alice's browser: one cookie jar for the whole test,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,8 +13,8 @@ import (
 	"time"
 
 	"github.com/stepup-dev/stepup/authz"
-	"github.com/stepup-dev/stepup/authz/storage/memory"
 	"github.com/stepup-dev/stepup/internal/load"
+	"github.com/stepup-dev/stepup/internal/testserver"
 )
 
 const (
@@ -26,19 +25,11 @@ const (
 // startServer runs a real Stepup server (memory store) on loopback.
 func startServer(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer := "http://" + ln.Addr().String()
 	hash, err := authz.HashPassword(pw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := authz.New(authz.Config{
-		Issuer: issuer,
-		Store:  memory.New(memory.Config{}),
-		Secret: "load-test-secret-0123456789abcdef",
+	return testserver.Start(t, authz.Config{
 		Clients: []authz.Client{
 			{ID: "stepup-cli", Public: true, RedirectURIs: []string{"http://127.0.0.1/callback"},
 				GrantTypes: []string{"authorization_code", "refresh_token"}, ResponseTypes: []string{"code"},
@@ -49,15 +40,6 @@ func startServer(t *testing.T) string {
 		Users:  []authz.User{{ID: "u_alice", Username: username, Email: "alice@example.com", PasswordHash: hash}},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(srv.Handler())
-	ts.Listener.Close()
-	ts.Listener = ln
-	ts.Start()
-	t.Cleanup(ts.Close)
-	return issuer
 }
 
 func options(url string) load.Options {
