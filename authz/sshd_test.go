@@ -12,12 +12,14 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/stepup-dev/stepup/authz"
 	"github.com/stepup-dev/stepup/internal/testenv"
 	"github.com/stepup-dev/stepup/tokens/sshca"
 )
@@ -348,4 +350,51 @@ func writeFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSSHDKeepsTrustAcrossCARotation: an sshd whose TrustedUserCAKeys file
+// was fetched before a CA rotation accepts a certificate signed after it,
+// because the key a rotation brings in was listed a period ahead.
+func TestSSHDKeepsTrustAcrossCARotation(t *testing.T) {
+	keygen := testenv.Require(t, "ssh-keygen", "openssh-client")
+	testenv.Require(t, "ssh", "openssh-client")
+	testenv.RequireSSHD(t)
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Replica b shares a's store and runs an hour and more ahead: its
+	// rotation is the one a finds in the store. (a's own clock stays put:
+	// tokens are checked against the wall clock too.)
+	a := newTestServer(t, nil)
+	later := &clock{}
+	b := newTestServer(t, func(c *authz.Config) { c.Store, c.Now, c.SSHCARotation = a.Store, later.Now, time.Hour })
+	tok, _ := exchange(t, a, newBrowser(t, a.Issuer))
+
+	before := sshdAuthorities(t, b) // makes the CA; fetched once, never refreshed
+	sshd := testenv.StartSSHD(t, strings.Join(before, "\n"))
+	later.Advance(time.Hour + time.Minute)
+	if rotated := sshdAuthorities(t, b); rotated[0] == before[0] {
+		t.Fatalf("no rotation: %q", rotated)
+	}
+
+	dir := t.TempDir()
+	identity := filepath.Join(dir, "id_ed25519")
+	sshdKeygen(t, keygen, "-q", "-t", "ed25519", "-N", "", "-C", "alice@stepup-test", "-f", identity)
+	pubLine, err := os.ReadFile(identity + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certLine := sshdIssue(t, a, tok.AccessToken, string(pubLine))
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(certLine))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := authorizedLine(pub.(*ssh.Certificate).SignatureKey)
+	if ca == before[0] || !slices.Contains(before, ca) {
+		t.Fatalf("the certificate is signed by %q; want the CA listed as next before the rotation: %q", ca, before)
+	}
+	cert := identity + "-cert.pub"
+	writeFile(t, cert, certLine+"\n")
+	expectLogin(t, sshd, identity, cert, me.Username, "u_alice")
 }
