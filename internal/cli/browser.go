@@ -117,9 +117,9 @@ func listenLoopback(port int) (net.Listener, error) {
 	case err == nil:
 		return ln, nil
 	case port != 0 && errors.Is(err, syscall.EADDRINUSE):
-		return nil, fmt.Errorf("Port %d on 127.0.0.1 is in use by another program. Close it or choose another with --port, or leave --port out to pick a free one.", port)
+		return nil, fmt.Errorf("Port %d on 127.0.0.1 is in use by another program. Close it or choose another with --port (or login_port in config.json), or leave both out to pick a free one.", port)
 	case port != 0:
-		return nil, fmt.Errorf("cannot listen on 127.0.0.1 port %d for the browser to come back: %w; choose another with --port, or leave --port out to pick a free one", port, err)
+		return nil, fmt.Errorf("cannot listen on 127.0.0.1 port %d for the browser to come back: %w; choose another with --port (or login_port in config.json), or leave both out to pick a free one", port, err)
 	}
 	return nil, fmt.Errorf("cannot listen on 127.0.0.1 for the browser to come back: %w", err)
 }

@@ -442,7 +442,7 @@ func TestLoginPort(t *testing.T) {
 	defer taken.Close()
 	port := strconv.Itoa(taken.Addr().(*net.TCPAddr).Port)
 	r := e.run("login", "--port", port)
-	want := "Error: Port " + port + " on 127.0.0.1 is in use by another program. Close it or choose another with --port, or leave --port out to pick a free one.\n"
+	want := "Error: Port " + port + " on 127.0.0.1 is in use by another program. Close it or choose another with --port (or login_port in config.json), or leave both out to pick a free one.\n"
 	if r.code != ExitError || !strings.HasSuffix(r.stderr, want) || e.opened != 0 {
 		t.Errorf("exit %d, browser opened %d times, stderr:\n%s\nwant it to end with:\n%s", r.code, e.opened, r.stderr, want)
 	}
@@ -460,5 +460,18 @@ func TestLoginPort(t *testing.T) {
 	}
 	if r := e.run("login", "--port", "70000"); r.code != ExitError || !strings.Contains(r.stderr, "--port takes a port number") {
 		t.Errorf("--port 70000: exit %d: %s", r.code, r.stderr)
+	}
+
+	// login_port in config.json serves every login, the step-ups inside
+	// api and ssh included, which have no --port of their own.
+	e.writeConfig(fileConfig{LoginPort: taken.Addr().(*net.TCPAddr).Port})
+	redirect = ""
+	e.mustRun("login", "-f")
+	if redirect != "http://127.0.0.1:"+port+"/callback" {
+		t.Errorf("with login_port %s: redirect_uri %q", port, redirect)
+	}
+	e.writeConfig(fileConfig{LoginPort: 70000})
+	if r := e.run("login", "-f"); r.code != ExitError || !strings.Contains(r.stderr, "login_port takes a port number") {
+		t.Errorf("login_port 70000: exit %d: %s", r.code, r.stderr)
 	}
 }

@@ -24,6 +24,10 @@ type fileConfig struct {
 	ClientID string `json:"client_id,omitempty"`
 	SSHHost  string `json:"ssh_host,omitempty"`
 	SSHPort  int    `json:"ssh_port,omitempty"`
+	// LoginPort is the loopback port every login comes back to, the step-up
+	// logins inside api and ssh included, for a firewall that allows only
+	// that one; login --port wins over it.
+	LoginPort int `json:"login_port,omitempty"`
 }
 
 // configDir is where the CLI keeps its state: XDG first, so a person (or
@@ -59,6 +63,9 @@ func (a *App) readConfig() (fileConfig, error) {
 	}
 	if err := json.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("%s is not valid JSON: %w", path, err)
+	}
+	if c.LoginPort < 0 || c.LoginPort > 65535 {
+		return c, fmt.Errorf("%s: login_port takes a port number from 1 to 65535, not %d", path, c.LoginPort)
 	}
 	return c, nil
 }

@@ -90,6 +90,9 @@ func (a *App) login(ctx context.Context, srv *server, o loginOptions) error {
 	if o.timeout <= 0 {
 		o.timeout = 5 * time.Minute
 	}
+	if o.port == 0 {
+		o.port = srv.cfg.LoginPort
+	}
 	bl := &browserLogin{
 		srv: srv, app: a, amr: o.methods, maxAge: o.maxAge,
 		noBrowser: o.noBrowser, port: o.port, timeout: o.timeout, open: a.OpenURL, out: a.Stderr,
