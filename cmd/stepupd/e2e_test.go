@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -131,41 +129,20 @@ func waitReady(t *testing.T, base string) {
 	t.Fatalf("%s never became ready", base)
 }
 
-var csrfInput = regexp.MustCompile(`name="csrf_token" value="([^"]+)"`)
-var challengeInput = regexp.MustCompile(`name="challenge" value="([^"]+)"`)
-
 // browserLogin runs the authorization request at authURL, logs in on the
 // page served by loginBase, and returns the code.
 func browserLogin(t *testing.T, authURL, loginBase, username, password string) string {
 	t.Helper()
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, _ []*http.Request) error {
-		if req.URL.Path == "/callback" {
-			return http.ErrUseLastResponse
-		}
-		return nil
-	}}
-	resp, err := c.Get(authURL)
-	if err != nil {
-		t.Fatal(err)
+	w := newWebClient(t, loginBase)
+	p := w.get(authURL)
+	if p.hidden.Get("csrf_token") == "" || p.hidden.Get("challenge") == "" {
+		t.Fatalf("no login form at %s (%d): %s", p.url, p.status, p.body)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	csrf, ch := csrfInput.FindSubmatch(body), challengeInput.FindSubmatch(body)
-	if csrf == nil || ch == nil {
-		t.Fatalf("no login form at %s (%d): %s", resp.Request.URL, resp.StatusCode, body)
+	p = w.submit(p, "/login", url.Values{"username": {username}, "password": {password}})
+	if p.url.Query().Get("code") == "" {
+		t.Fatalf("login did not come back with a code: %d at %s", p.status, p.url)
 	}
-	form := url.Values{"csrf_token": {string(csrf[1])}, "challenge": {string(ch[1])}, "username": {username}, "password": {password}}
-	resp, err = c.PostForm(loginBase+"/login", form)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || loc.Query().Get("code") == "" {
-		t.Fatalf("login did not come back with a code: %d %q", resp.StatusCode, resp.Header.Get("Location"))
-	}
-	return loc.Query().Get("code")
+	return p.url.Query().Get("code")
 }
 
 func cli(issuer, tokenBase string) *oauth2.Config {
