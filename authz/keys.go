@@ -85,7 +85,7 @@ func (m *keyManager) Verify(ctx context.Context, token string) ([]byte, string, 
 		return nil, "", err
 	}
 	payload, typ, err := set.Verify(token, m.now())
-	if !errors.Is(err, tokens.ErrUnknownKey) {
+	if !errors.Is(err, tokens.UnknownKey) {
 		return payload, typ, err
 	}
 	if set, err = m.reloadIfAllowed(ctx); err != nil {
@@ -101,7 +101,7 @@ func (m *keyManager) publicKey(ctx context.Context, kid string) (any, error) {
 	}
 	k, ok := set.VerificationKey(kid, m.now())
 	if !ok {
-		return nil, tokens.ErrUnknownKey
+		return nil, tokens.UnknownKey
 	}
 	return k.Key, nil
 }

@@ -3,9 +3,7 @@ package tokens
 import (
 	"crypto/rsa"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -16,20 +14,6 @@ import (
 const (
 	TypAccessToken = "at+jwt" // RFC 9068 section 2.1
 	TypIDToken     = "JWT"
-)
-
-// Reasons Verify fails, for errors.Is. Callers map them to their own
-// answers (invalid_token, a log line) without reading strings.
-var (
-	// ErrMalformed: not a compact JWS, or a header that cannot be read.
-	ErrMalformed = errors.New("tokens: malformed token")
-	// ErrUnknownKey: no kid, or a kid that is not current and not retired
-	// but unexpired. A token signed before its key's retention ran out
-	// ends up here too.
-	ErrUnknownKey = errors.New("tokens: unknown signing key")
-	// ErrBadSignature: the header alg is not the key's, or the signature
-	// does not verify.
-	ErrBadSignature = errors.New("tokens: bad signature")
 )
 
 // Signer signs with one key of a KeySet. It is safe for concurrent use.
@@ -125,64 +109,19 @@ func (s *Signer) joseSigner(typ string) (jose.Signer, error) {
 // Verify checks a compact JWS against the keys that verify at now: the
 // header must name one of them by kid, and its alg must be that key's alg
 // ("none" and algorithms outside the set never are). It returns the
-// payload and the header typ ("" when absent).
+// payload and the header typ ("" when absent). Failures are *Error.
 //
-// Verify checks the signature only; expiry, audience and the other claims
-// are the caller's to check on the returned payload.
+// Verify checks the signature only; CheckAccess, or the caller, checks the
+// claims.
 func (ks *KeySet) Verify(token string, now time.Time) (payload []byte, typ string, err error) {
-	var algs []jose.SignatureAlgorithm
-	ks.eachVerificationKey(now, func(k jose.JSONWebKey) bool {
-		if a := jose.SignatureAlgorithm(k.Algorithm); !slices.Contains(algs, a) {
-			algs = append(algs, a)
-		}
-		return true
-	})
-	return verifyCompact(token, algs, func(kid string) (jose.JSONWebKey, bool) {
-		return ks.VerificationKey(kid, now)
-	})
-}
-
-// verifyCompact is Verify over any source of keys, so that a verifier
-// working from a fetched JWKS can apply the same rules.
-func verifyCompact(token string, algs []jose.SignatureAlgorithm, lookup func(kid string) (jose.JSONWebKey, bool)) ([]byte, string, error) {
-	if len(algs) == 0 {
-		return nil, "", fmt.Errorf("%w: no verification keys", ErrUnknownKey)
-	}
-	obj, err := jose.ParseSignedCompact(token, algs)
+	jws, err := ParseJWS(token)
 	if err != nil {
-		if _, ok := errors.AsType[*jose.ErrUnexpectedSignatureAlgorithm](err); ok {
-			return nil, "", fmt.Errorf("%w: %v", ErrBadSignature, err)
-		}
-		return nil, "", fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, "", err
 	}
-	if len(obj.Signatures) != 1 {
-		return nil, "", fmt.Errorf("%w: want exactly one signature", ErrMalformed)
-	}
-	h := obj.Signatures[0].Header
-	typ := ""
-	if v, present := h.ExtraHeaders[jose.HeaderType]; present {
-		s, ok := v.(string)
-		if !ok {
-			return nil, "", fmt.Errorf("%w: typ header is not a string", ErrMalformed)
-		}
-		typ = s
-	}
-	if h.KeyID == "" {
-		return nil, "", fmt.Errorf("%w: no kid in header", ErrUnknownKey)
-	}
-	key, ok := lookup(h.KeyID)
+	key, ok := ks.VerificationKey(jws.KeyID, now)
 	if !ok {
-		return nil, "", fmt.Errorf("%w: kid %q", ErrUnknownKey, h.KeyID)
+		return nil, "", fail(UnknownKey, "kid %q", jws.KeyID)
 	}
-	// The parser only knows the alg is one of ours; it must also be the
-	// one this key was made for, or a token could be checked under a
-	// scheme its key was never meant for.
-	if h.Algorithm != key.Algorithm || !keyFits(key.Algorithm, key.Key) {
-		return nil, "", fmt.Errorf("%w: header alg %q, key %q is %s", ErrBadSignature, h.Algorithm, h.KeyID, key.Algorithm)
-	}
-	payload, err := obj.Verify(key.Key)
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: %v", ErrBadSignature, err)
-	}
-	return payload, typ, nil
+	payload, err = jws.Verify(key)
+	return payload, jws.Type, err
 }

@@ -173,23 +173,23 @@ func TestVerifyRefuses(t *testing.T) {
 		token string
 		want  error
 	}{
-		{"fail/tampered-payload", tamperedPayload, ErrBadSignature},
-		{"fail/tampered-signature", tamperedSig, ErrBadSignature},
-		{"fail/unknown-kid", withHeader(t, es, map[string]any{"alg": ES256, "kid": "nope", "typ": TypAccessToken}), ErrUnknownKey},
-		{"fail/no-kid", withHeader(t, es, map[string]any{"alg": ES256, "typ": TypAccessToken}), ErrUnknownKey},
-		{"fail/other-key-set", mustSign(t, other, ES256, payload, TypAccessToken), ErrUnknownKey},
+		{"fail/tampered-payload", tamperedPayload, BadSignature},
+		{"fail/tampered-signature", tamperedSig, BadSignature},
+		{"fail/unknown-kid", withHeader(t, es, map[string]any{"alg": ES256, "kid": "nope", "typ": TypAccessToken}), UnknownKey},
+		{"fail/no-kid", withHeader(t, es, map[string]any{"alg": ES256, "typ": TypAccessToken}), UnknownKey},
+		{"fail/other-key-set", mustSign(t, other, ES256, payload, TypAccessToken), UnknownKey},
 		// The header alg is one the set supports, but not this key's.
-		{"fail/alg-swapped-to-rs256", withHeader(t, es, map[string]any{"alg": RS256, "kid": esKID, "typ": TypAccessToken}), ErrBadSignature},
-		{"fail/alg-swapped-to-eddsa", withHeader(t, es, map[string]any{"alg": EdDSA, "kid": esKID}), ErrBadSignature},
-		{"fail/alg-none", withHeader(t, parts[0]+"."+parts[1]+".", map[string]any{"alg": "none", "kid": esKID}), ErrBadSignature},
-		{"fail/alg-hs256-public-key-as-secret", hs256(t, map[string]any{"alg": "HS256", "kid": esKID}, payload, esPubJSON), ErrBadSignature},
-		{"fail/es384", withHeader(t, es, map[string]any{"alg": "ES384", "kid": esKID}), ErrBadSignature},
-		{"fail/empty", "", ErrMalformed},
-		{"fail/one-part", "abc", ErrMalformed},
-		{"fail/four-parts", es + ".x", ErrMalformed},
-		{"fail/bad-base64", "!!." + parts[1] + "." + parts[2], ErrMalformed},
-		{"fail/json-serialization", `{"payload":"` + parts[1] + `","protected":"` + parts[0] + `","signature":"` + parts[2] + `"}`, ErrMalformed},
-		{"fail/typ-not-string", withHeader(t, es, map[string]any{"alg": ES256, "kid": esKID, "typ": 7}), ErrMalformed},
+		{"fail/alg-swapped-to-rs256", withHeader(t, es, map[string]any{"alg": RS256, "kid": esKID, "typ": TypAccessToken}), BadSignature},
+		{"fail/alg-swapped-to-eddsa", withHeader(t, es, map[string]any{"alg": EdDSA, "kid": esKID}), BadSignature},
+		{"fail/alg-none", withHeader(t, parts[0]+"."+parts[1]+".", map[string]any{"alg": "none", "kid": esKID}), BadSignature},
+		{"fail/alg-hs256-public-key-as-secret", hs256(t, map[string]any{"alg": "HS256", "kid": esKID}, payload, esPubJSON), BadSignature},
+		{"fail/es384", withHeader(t, es, map[string]any{"alg": "ES384", "kid": esKID}), BadSignature},
+		{"fail/empty", "", Malformed},
+		{"fail/one-part", "abc", Malformed},
+		{"fail/four-parts", es + ".x", Malformed},
+		{"fail/bad-base64", "!!." + parts[1] + "." + parts[2], Malformed},
+		{"fail/json-serialization", `{"payload":"` + parts[1] + `","protected":"` + parts[0] + `","signature":"` + parts[2] + `"}`, Malformed},
+		{"fail/typ-not-string", withHeader(t, es, map[string]any{"alg": ES256, "kid": esKID, "typ": 7}), Malformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -232,8 +232,8 @@ func TestVerifyAcrossRotation(t *testing.T) {
 		if _, _, err := ks.Verify(tok, rotatedAt.Add(retain-time.Second)); err != nil {
 			t.Errorf("%s: old token just before retain passes: %v", alg, err)
 		}
-		if _, _, err := ks.Verify(tok, rotatedAt.Add(retain)); !errors.Is(err, ErrUnknownKey) {
-			t.Errorf("%s: old token once retain has passed: %v, want ErrUnknownKey", alg, err)
+		if _, _, err := ks.Verify(tok, rotatedAt.Add(retain)); !errors.Is(err, UnknownKey) {
+			t.Errorf("%s: old token once retain has passed: %v, want UnknownKey", alg, err)
 		}
 	}
 	if _, typ, err := ks.Verify(fresh, rotatedAt.Add(retain+time.Hour)); err != nil || typ != TypIDToken {

@@ -1,95 +1,33 @@
 package verify
 
-import "fmt"
+import (
+	"fmt"
 
-// Reason is why a token was refused. Callers branch on it (an HTTP status,
-// a log field) rather than on the text of the error.
-type Reason int
+	"github.com/stepup-dev/stepup/tokens"
+)
+
+// Reason and Error are package tokens' verification failures: the server
+// and resource servers check tokens with one JWS check and speak one set
+// of reasons. The names stay here so that resource servers need import
+// only this package.
+type (
+	Reason = tokens.Reason
+	Error  = tokens.Error
+)
 
 // Reasons Verify fails.
 const (
-	// Malformed: not a compact JWS, unreadable claims, or a required claim
-	// (sub, exp, iat) missing.
-	Malformed Reason = iota + 1
-	// WrongType: the header typ is not at+jwt, so the token is not an
-	// access token (an ID token, for instance) whatever it says.
-	WrongType
-	// BadSignature: the signature does not verify, or the header alg is
-	// not the one the key was published for (none and HS* never are).
-	BadSignature
-	// UnknownKey: no kid, or a kid the issuer does not publish.
-	UnknownKey
-	Expired
-	// NotYetValid: iat or nbf later than now plus the leeway.
-	NotYetValid
-	WrongIssuer
-	WrongAudience
-	// KeysUnavailable: the issuer's keys could not be fetched. The token
-	// may be fine; asking again later may succeed.
-	KeysUnavailable
+	Malformed       = tokens.Malformed
+	WrongType       = tokens.WrongType
+	BadSignature    = tokens.BadSignature
+	UnknownKey      = tokens.UnknownKey
+	Expired         = tokens.Expired
+	NotYetValid     = tokens.NotYetValid
+	WrongIssuer     = tokens.WrongIssuer
+	WrongAudience   = tokens.WrongAudience
+	WrongClient     = tokens.WrongClient
+	KeysUnavailable = tokens.KeysUnavailable
 )
-
-var reasonNames = [...]string{
-	Malformed:       "malformed token",
-	WrongType:       "not an access token",
-	BadSignature:    "bad signature",
-	UnknownKey:      "unknown signing key",
-	Expired:         "token expired",
-	NotYetValid:     "token not yet valid",
-	WrongIssuer:     "wrong issuer",
-	WrongAudience:   "wrong audience",
-	KeysUnavailable: "signing keys unavailable",
-}
-
-func (r Reason) String() string {
-	if r > 0 && int(r) < len(reasonNames) {
-		return reasonNames[r]
-	}
-	return fmt.Sprintf("Reason(%d)", int(r))
-}
-
-// description is the error_description a client is shown. It is fixed per
-// reason: the details in Err (URLs, times, kids) are for our logs, and
-// RFC 6750 limits the header's characters anyway.
-func (r Reason) description() string {
-	switch r {
-	case Malformed:
-		return "The access token is malformed"
-	case WrongType:
-		return "The token is not an access token"
-	case BadSignature:
-		return "The access token signature is invalid"
-	case UnknownKey:
-		return "The access token is signed by an unknown key"
-	case Expired:
-		return "The access token expired"
-	case NotYetValid:
-		return "The access token is not yet valid"
-	case WrongIssuer:
-		return "The access token is from another issuer"
-	case WrongAudience:
-		return "The access token is not meant for this service"
-	case KeysUnavailable:
-		return "The issuer's signing keys are unavailable; try again shortly"
-	}
-	return "The access token is invalid"
-}
-
-// Error is a verification failure.
-type Error struct {
-	Reason Reason
-	// Err is the detail, for logs.
-	Err error
-}
-
-func (e *Error) Error() string {
-	if e.Err == nil {
-		return "verify: " + e.Reason.String()
-	}
-	return "verify: " + e.Reason.String() + ": " + e.Err.Error()
-}
-
-func (e *Error) Unwrap() error { return e.Err }
 
 func fail(r Reason, format string, args ...any) *Error {
 	return &Error{Reason: r, Err: fmt.Errorf(format, args...)}

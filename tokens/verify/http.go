@@ -54,12 +54,12 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 		if reason == KeysUnavailable {
 			v.cfg.Logger.Warn("refusing access tokens: the issuer's keys are unavailable", "jwks", v.cfg.JWKSURL, "err", err)
 			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(v.cfg.MinRefetch.Seconds()))))
-			writeJSON(w, http.StatusServiceUnavailable, errorBody{ErrorUnavailable, reason.description()})
+			writeJSON(w, http.StatusServiceUnavailable, errorBody{ErrorUnavailable, reason.Description()})
 			return
 		}
 		v.cfg.Logger.Debug("refused an access token", "reason", reason.String(), "err", err)
-		w.Header().Set("WWW-Authenticate", `Bearer error="`+ErrorInvalidToken+`", error_description="`+reason.description()+`"`)
-		writeJSON(w, http.StatusUnauthorized, errorBody{ErrorInvalidToken, reason.description()})
+		w.Header().Set("WWW-Authenticate", `Bearer error="`+ErrorInvalidToken+`", error_description="`+reason.Description()+`"`)
+		writeJSON(w, http.StatusUnauthorized, errorBody{ErrorInvalidToken, reason.Description()})
 	})
 }
 

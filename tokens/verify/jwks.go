@@ -138,7 +138,7 @@ func (v *Verifier) download(ctx context.Context) (jose.JSONWebKeySet, error) {
 		}
 	}
 	if len(set.Keys) == 0 && len(body.Keys) > 0 {
-		return jose.JSONWebKeySet{}, fmt.Errorf("GET %s: none of the %d keys is a signing key for %v", u, len(body.Keys), algorithms)
+		return jose.JSONWebKeySet{}, fmt.Errorf("GET %s: none of the %d keys is a signing key for %v", u, len(body.Keys), tokens.Algorithms)
 	}
 	return set, nil
 }

@@ -10,7 +10,6 @@ package verify
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,6 +59,11 @@ type Config struct {
 	// MinRefetch is the least time between fetches that a token with an
 	// unknown kid, or a failed fetch, may trigger.
 	MinRefetch time.Duration // DefaultMinRefetch
+	// Clients, when set, are the only client_ids whose tokens are
+	// accepted: a resource server that serves people through first-party
+	// tools refuses a token a third-party relying party got for the same
+	// audience.
+	Clients []string
 	// Logger is where Middleware reports refusals: unavailable keys at
 	// warning level, refused tokens at debug. Default slog.Default().
 	Logger *slog.Logger
@@ -143,32 +147,6 @@ func New(cfg Config) (*Verifier, error) {
 	return &Verifier{cfg: cfg.withDefaults()}, nil
 }
 
-// algorithms are the ones Stepup signs with. Parsing refuses every other
-// alg, none and HS256 included, before any key is looked at.
-var algorithms = []jose.SignatureAlgorithm{jose.ES256, jose.RS256, jose.EdDSA}
-
-// wireClaims reads what AccessClaims does not: nbf, and an aud that is a
-// single string, as RFC 7519 allows. Its aud shadows the embedded one.
-type wireClaims struct {
-	tokens.AccessClaims
-	Audience  audience `json:"aud"`
-	NotBefore int64    `json:"nbf"`
-}
-
-type audience []string
-
-func (a *audience) UnmarshalJSON(b []byte) error {
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*a = audience{s}
-		return nil
-	}
-	return json.Unmarshal(b, (*[]string)(a))
-}
-
 // Verify checks a raw access token and returns its claims. The token must
 // be a compact JWS with typ at+jwt, signed by a key the issuer publishes
 // under the header's kid with the alg the key is published for; iss and
@@ -178,74 +156,30 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 // ctx bounds only the wait for the issuer's keys when they must be
 // fetched; the fetch itself goes on for whoever else is waiting.
 func (v *Verifier) Verify(ctx context.Context, token string) (*tokens.AccessClaims, error) {
-	obj, err := jose.ParseSignedCompact(token, algorithms)
-	if err != nil {
-		if _, ok := errors.AsType[*jose.ErrUnexpectedSignatureAlgorithm](err); ok {
-			return nil, &Error{Reason: BadSignature, Err: err}
-		}
-		return nil, &Error{Reason: Malformed, Err: err}
-	}
-	h := obj.Signatures[0].Header
-	// Checked before any key is fetched: an ID token or some other JWT of
-	// the issuer's is refused as what it is, whoever signed it.
-	typ, _ := h.ExtraHeaders[jose.HeaderType].(string)
-	if !isAccessTokenType(typ) {
-		return nil, fail(WrongType, "header typ %q, want %q", typ, tokens.TypAccessToken)
-	}
-	if h.KeyID == "" {
-		return nil, fail(UnknownKey, "no kid in the header")
-	}
-	now := v.cfg.Now()
-	key, err := v.key(ctx, h.KeyID, h.Algorithm, now)
+	jws, err := tokens.ParseJWS(token)
 	if err != nil {
 		return nil, err
 	}
-	// The parser only knows the alg is one we accept; it must also be the
-	// one this key was published for, or a token could be checked under a
-	// scheme its key was never meant for.
-	if h.Algorithm != key.Algorithm {
-		return nil, fail(BadSignature, "header alg %s, key %q is for %s", h.Algorithm, h.KeyID, key.Algorithm)
+	// Checked before any key is fetched: an ID token or some other JWT of
+	// the issuer's is refused as what it is, whoever signed it.
+	if !tokens.IsAccessTokenType(jws.Type) {
+		return nil, fail(WrongType, "header typ %q, want %q", jws.Type, tokens.TypAccessToken)
 	}
-	payload, err := obj.Verify(key.Key)
+	now := v.cfg.Now()
+	key, err := v.key(ctx, jws.KeyID, jws.Algorithm, now)
 	if err != nil {
-		return nil, &Error{Reason: BadSignature, Err: err}
+		return nil, err
 	}
-
-	var w wireClaims
-	if err := json.Unmarshal(payload, &w); err != nil {
-		return nil, fail(Malformed, "claims: %v", err)
+	payload, err := jws.Verify(*key)
+	if err != nil {
+		return nil, err
 	}
-	c := &w.AccessClaims
-	c.Audience = w.Audience
-	switch {
-	case c.Subject == "":
-		return nil, fail(Malformed, "no sub claim")
-	case c.Expiry == 0:
-		return nil, fail(Malformed, "no exp claim")
-	case c.IssuedAt == 0:
-		return nil, fail(Malformed, "no iat claim")
+	claims, err := tokens.AccessCheck{Issuer: v.cfg.Issuer, Audiences: []string{v.cfg.Audience}, Now: now, Leeway: v.cfg.Leeway}.Claims(payload)
+	if err != nil {
+		return nil, err
 	}
-	if c.Issuer != v.cfg.Issuer {
-		return nil, fail(WrongIssuer, "iss %q, want %q", c.Issuer, v.cfg.Issuer)
+	if len(v.cfg.Clients) > 0 && !slices.Contains(v.cfg.Clients, claims.ClientID) {
+		return nil, fail(WrongClient, "client_id %q is not one of %q", claims.ClientID, v.cfg.Clients)
 	}
-	if !slices.Contains(c.Audience, v.cfg.Audience) {
-		return nil, fail(WrongAudience, "aud %q does not include %q", c.Audience, v.cfg.Audience)
-	}
-	if exp := time.Unix(c.Expiry, 0); !now.Before(exp.Add(v.cfg.Leeway)) {
-		return nil, fail(Expired, "exp %s, now %s", exp.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
-	}
-	latest := now.Add(v.cfg.Leeway)
-	if iat := time.Unix(c.IssuedAt, 0); iat.After(latest) {
-		return nil, fail(NotYetValid, "iat %s, now %s", iat.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
-	}
-	if nbf := time.Unix(w.NotBefore, 0); w.NotBefore != 0 && nbf.After(latest) {
-		return nil, fail(NotYetValid, "nbf %s, now %s", nbf.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
-	}
-	return c, nil
-}
-
-// isAccessTokenType accepts both spellings RFC 9068 section 4 names; media
-// type names are case-insensitive.
-func isAccessTokenType(typ string) bool {
-	return strings.EqualFold(typ, tokens.TypAccessToken) || strings.EqualFold(typ, "application/"+tokens.TypAccessToken)
+	return claims, nil
 }

@@ -671,6 +671,28 @@ func TestNewRefuses(t *testing.T) {
 	}
 }
 
+// TestVerifyClients: with Clients set, a token of the same issuer and
+// audience issued to another client (a third-party relying party) is
+// refused; without it, any client's is taken.
+func TestVerifyClients(t *testing.T) {
+	f := newFakeIssuer(t)
+	ctx := context.Background()
+	rp := f.claims()
+	rp.ClientID = "third-party-rp"
+	cli, other := f.sign(t, f.claims()), f.sign(t, rp)
+
+	v := f.verifier(t, func(c *verify.Config) { c.Clients = []string{"stepup-cli", "console"} })
+	if _, err := v.Verify(ctx, cli); err != nil {
+		t.Errorf("first-party token: %v", err)
+	}
+	if _, err := v.Verify(ctx, other); !errors.Is(err, verify.WrongClient) {
+		t.Errorf("third-party token: %v, want WrongClient", err)
+	}
+	if _, err := f.verifier(t).Verify(ctx, other); err != nil {
+		t.Errorf("without Clients, a third-party token: %v", err)
+	}
+}
+
 func TestReasonString(t *testing.T) {
 	seen := map[string]bool{}
 	for r := verify.Malformed; r <= verify.KeysUnavailable; r++ {
