@@ -1,11 +1,7 @@
 package authz
 
 import (
-	"errors"
 	"net/http"
-	"strings"
-
-	"github.com/ory/fosite"
 )
 
 // Org is an organization and its members, from the config.
@@ -41,34 +37,6 @@ type Member struct {
 	UserID, Role string
 }
 
-// bearer authenticates an API request by its access token: signature,
-// expiry and revocation, and the scopes given. It answers the failure itself.
-func (s *Server) bearer(w http.ResponseWriter, r *http.Request, scopes ...string) (*Session, bool) {
-	token := fosite.AccessTokenFromRequest(r)
-	if token == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="`+s.cfg.Issuer+`"`)
-		writeError(w, http.StatusUnauthorized, "invalid_request", "Send an access token as 'Authorization: Bearer <token>'.")
-		return nil, false
-	}
-	_, ar, err := s.oauth.IntrospectToken(r.Context(), token, fosite.AccessToken, newSession(), scopes...)
-	if isUnavailable(err) {
-		s.unavailable(w, err)
-		return nil, false
-	}
-	if errors.Is(err, fosite.ErrScopeNotGranted) || errors.Is(err, fosite.ErrInvalidScope) {
-		w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+strings.Join(scopes, " ")+`"`)
-		writeError(w, http.StatusForbidden, "insufficient_scope", "The access token lacks the scope "+strings.Join(scopes, " ")+".")
-		return nil, false
-	}
-	if err != nil {
-		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, "invalid_token", "The access token is expired, revoked or not valid.")
-		return nil, false
-	}
-	sess, ok := ar.GetSession().(*Session)
-	return sess, ok
-}
-
 type orgRole struct {
 	ID   string `json:"id"`
 	Role string `json:"role"`
@@ -76,15 +44,11 @@ type orgRole struct {
 
 // me is GET /api/me: who the token's person is and whether they have MFA.
 func (s *Server) me(w http.ResponseWriter, r *http.Request) {
-	sess, ok := s.bearer(w, r)
+	c, ok := s.authenticate(w, r, usePerson)
 	if !ok {
 		return
 	}
-	u, ok := s.users.get(sess.Subject)
-	if !ok {
-		writeError(w, http.StatusForbidden, "access_denied", "This token does not belong to a person (it was issued to a client).")
-		return
-	}
+	u := c.user
 	enrolled, err := s.mfa.enabled(r.Context(), u.ID)
 	if err != nil {
 		s.unavailable(w, err)
@@ -114,7 +78,7 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 // person a member, and what does the organization demand of their
 // authentication.
 func (s *Server) access(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.bearer(w, r, "access.read"); !ok {
+	if _, ok := s.authenticate(w, r, tokenUse{scopes: []string{"access.read"}}); !ok {
 		return
 	}
 	o, ok := s.org(r.PathValue("org"))

@@ -15,12 +15,15 @@ import (
 	"github.com/ory/fosite/handler/oauth2"
 
 	"github.com/stepup-dev/stepup/authz/storage"
+	"github.com/stepup-dev/stepup/tokens"
 )
 
-// apiToken is a person's long-lived token for automation. The grant
-// api_token exchanges it for a short-lived access token that carries the
-// amr in force when it was created; the store keeps only an HMAC of the
-// secret.
+// apiToken is a person's token for automation, good until it expires. The
+// grant api_token exchanges it for a short-lived access token that carries
+// the amr in force when it was created, as far as that still holds: the
+// SSO logins it names must be within their providers' maximum age, and an
+// otp counts only while the person's MFA is the one it was proved with.
+// The store keeps only an HMAC of the secret.
 type apiToken struct {
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`
@@ -28,7 +31,19 @@ type apiToken struct {
 	AMR       []string  `json:"amr"`
 	AuthTime  time.Time `json:"auth_time"`
 	CreatedAt time.Time `json:"created_at"`
-	Digest    string    `json:"digest"`
+	// ExpiresAt is zero in tokens made before API tokens expired; those
+	// expire APITokenTTL after CreatedAt.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// SSO is when the creating login went through each provider.
+	SSO    map[string]time.Time `json:"sso,omitempty"`
+	Digest string               `json:"digest"`
+}
+
+func (t *apiToken) expiry(ttl time.Duration) time.Time {
+	if t.ExpiresAt.IsZero() {
+		return t.CreatedAt.Add(ttl)
+	}
+	return t.ExpiresAt
 }
 
 const (
@@ -49,34 +64,56 @@ type apiTokenView struct {
 	Name      string    `json:"name"`
 	AMR       []string  `json:"amr"`
 	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
 	Token     string    `json:"token,omitempty"`
 }
 
-// createAPIToken is POST /api/me/api-tokens {"name"}: the secret is shown
-// once, in this answer.
+func (s *Server) apiTokenView(t *apiToken) apiTokenView {
+	return apiTokenView{ID: t.ID, Name: t.Name, AMR: t.AMR, CreatedAt: t.CreatedAt, ExpiresAt: t.expiry(s.cfg.APITokenTTL)}
+}
+
+// createAPIToken is POST /api/me/api-tokens {"name", "expires_in"}: the
+// secret is shown once, in this answer. expires_in (seconds) may shorten
+// the configured lifetime, not lengthen it.
 func (s *Server) createAPIToken(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	sess, ok := s.bearer(w, r)
+	c, ok := s.authenticate(w, r, useManage)
 	if !ok {
 		return
 	}
-	if _, ok := s.users.get(sess.Subject); !ok || sess.Grant == "api_token" {
-		writeError(w, http.StatusForbidden, "access_denied", "API tokens are created by a person who logged in, not with a client's or another API token's access token.")
+	if c.claims.Grant == "api_token" {
+		writeError(w, http.StatusForbidden, "access_denied", "API tokens are created by a person who logged in, not with another API token's access token.")
 		return
 	}
 	var body struct {
-		Name string `json:"name"`
+		Name      string `json:"name"`
+		ExpiresIn *int64 `json:"expires_in"`
 	}
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil || strings.TrimSpace(body.Name) == "" || len(body.Name) > 100 {
-		writeError(w, http.StatusBadRequest, "invalid_request", `Send {"name": "…"}: a name of up to 100 characters, to tell your tokens apart.`)
+		writeError(w, http.StatusBadRequest, "invalid_request", `Send {"name": "…"}: a name of up to 100 characters, to tell your tokens apart (and optionally "expires_in": seconds).`)
 		return
 	}
+	ttl := s.cfg.APITokenTTL
+	if body.ExpiresIn != nil {
+		if *body.ExpiresIn < 60 || *body.ExpiresIn > int64(ttl/time.Second) {
+			writeError(w, http.StatusBadRequest, "invalid_request", "expires_in must be between 60 seconds and "+humanDuration(ttl)+".")
+			return
+		}
+		ttl = time.Duration(*body.ExpiresIn) * time.Second
+	}
+	sess, err := s.grants.accessTokenSession(ctx, c.signature)
+	if err != nil {
+		s.storeOrInternal(w, err)
+		return
+	}
+	now := s.cfg.Now().UTC()
 	id, secret := randomString(12), randomString(32)
-	t := apiToken{ID: id, Name: strings.TrimSpace(body.Name), UserID: sess.Subject, AMR: sess.AMR(), AuthTime: sess.AuthTime(),
-		CreatedAt: s.cfg.Now().UTC(), Digest: s.apiTokenDigest(secret)}
-	err := s.store.Update(ctx, apiTokensOfNS, sess.Subject, 0, func(old []byte) ([]byte, error) {
+	t := apiToken{ID: id, Name: strings.TrimSpace(body.Name), UserID: c.user.ID, AMR: c.claims.AMR,
+		AuthTime: time.Unix(c.claims.AuthTime, 0).UTC(), CreatedAt: now, ExpiresAt: now.Add(ttl),
+		SSO: sess.SSO, Digest: s.apiTokenDigest(secret)}
+	err = s.store.Update(ctx, apiTokensOfNS, t.UserID, 0, func(old []byte) ([]byte, error) {
 		var ids []string
 		if old != nil {
 			if err := json.Unmarshal(old, &ids); err != nil {
@@ -97,12 +134,13 @@ func (s *Server) createAPIToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data, _ := json.Marshal(t)
-	if err := s.store.Put(ctx, apiTokenNS, id, data, 0); err != nil {
+	if err := s.store.Put(ctx, apiTokenNS, id, data, ttl); err != nil {
 		s.storeOrInternal(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, apiTokenView{ID: id, Name: t.Name, AMR: t.AMR, CreatedAt: t.CreatedAt,
-		Token: apiTokenPrefix + id + "." + secret})
+	view := s.apiTokenView(&t)
+	view.Token = apiTokenPrefix + id + "." + secret
+	writeJSON(w, http.StatusCreated, view)
 }
 
 var errTooManyTokens = errors.New("too many API tokens")
@@ -144,18 +182,18 @@ func (s *Server) apiToken(ctx context.Context, id string) (*apiToken, error) {
 
 // listAPITokens is GET /api/me/api-tokens; secrets are never shown again.
 func (s *Server) listAPITokens(w http.ResponseWriter, r *http.Request) {
-	sess, ok := s.bearer(w, r)
+	c, ok := s.authenticate(w, r, usePerson)
 	if !ok {
 		return
 	}
-	list, err := s.apiTokensOf(r.Context(), sess.Subject)
+	list, err := s.apiTokensOf(r.Context(), c.user.ID)
 	if err != nil {
 		s.storeOrInternal(w, err)
 		return
 	}
 	out := []apiTokenView{}
 	for _, t := range list {
-		out = append(out, apiTokenView{ID: t.ID, Name: t.Name, AMR: t.AMR, CreatedAt: t.CreatedAt})
+		out = append(out, s.apiTokenView(&t))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"tokens": out})
 }
@@ -163,13 +201,14 @@ func (s *Server) listAPITokens(w http.ResponseWriter, r *http.Request) {
 // deleteAPIToken is DELETE /api/me/api-tokens/{id}.
 func (s *Server) deleteAPIToken(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	sess, ok := s.bearer(w, r)
+	c, ok := s.authenticate(w, r, usePerson)
 	if !ok {
 		return
 	}
+	userID := c.user.ID
 	id := r.PathValue("id")
 	t, err := s.apiToken(ctx, id)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && t.UserID != sess.Subject) {
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && t.UserID != userID) {
 		writeError(w, http.StatusNotFound, "not_found", "You have no API token with that id.")
 		return
 	}
@@ -181,7 +220,7 @@ func (s *Server) deleteAPIToken(w http.ResponseWriter, r *http.Request) {
 		s.storeOrInternal(w, err)
 		return
 	}
-	err = s.store.Update(ctx, apiTokensOfNS, sess.Subject, 0, func(old []byte) ([]byte, error) {
+	err = s.store.Update(ctx, apiTokensOfNS, userID, 0, func(old []byte) ([]byte, error) {
 		var ids []string
 		if old != nil {
 			if err := json.Unmarshal(old, &ids); err != nil {
@@ -191,7 +230,7 @@ func (s *Server) deleteAPIToken(w http.ResponseWriter, r *http.Request) {
 		return json.Marshal(slices.DeleteFunc(ids, func(x string) bool { return x == id }))
 	})
 	if err != nil {
-		s.log.Error("api token index", "user", sess.Subject, "err", err)
+		s.log.Error("api token index", "user", userID, "err", err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -233,13 +272,22 @@ func (g *apiTokenGrant) HandleTokenEndpointRequest(ctx context.Context, r fosite
 	if !ok {
 		return fosite.ErrInvalidGrant.WithHint("The API token's person no longer exists.")
 	}
+	now := g.srv.cfg.Now()
+	if exp := t.expiry(g.srv.cfg.APITokenTTL); !now.Before(exp) {
+		return fosite.ErrInvalidGrant.WithHintf("The API token %q expired on %s: create a new one.", truncate(t.Name, 100), exp.UTC().Format("2 January 2006"))
+	}
+	amr, err := g.stillHeld(ctx, t, now)
+	if err != nil {
+		return err
+	}
 	sess, ok := r.GetSession().(*Session)
 	if !ok {
 		return fosite.ErrServerError
 	}
 	sess.Subject, sess.Username, sess.Grant = u.ID, u.Username, "api_token"
 	sess.Claims.Subject, sess.Claims.AuthTime = u.ID, t.AuthTime
-	sess.Claims.AuthenticationMethodsReferences = t.AMR
+	sess.Claims.AuthenticationMethodsReferences = amr
+	sess.SSO = t.SSO
 	sess.SetExpiresAt(fosite.AccessToken, g.srv.cfg.Now().Add(g.lifespan))
 	for _, scope := range r.GetRequestedScopes() {
 		if !r.GetClient().GetScopes().Has(scope) {
@@ -248,6 +296,36 @@ func (g *apiTokenGrant) HandleTokenEndpointRequest(ctx context.Context, r fosite
 		r.GrantScope(scope)
 	}
 	return nil
+}
+
+// stillHeld is the part of the API token's amr that holds today. An SSO
+// login past its provider's maximum age fails the grant, as a refresh
+// would; an otp proved before the person turned MFA off or reset it is
+// dropped, and mfa with it.
+func (g *apiTokenGrant) stillHeld(ctx context.Context, t *apiToken, now time.Time) ([]string, error) {
+	for _, m := range t.AMR {
+		id, ok := strings.CutPrefix(m, tokens.SSOPrefix)
+		if !ok {
+			continue
+		}
+		at, ok := t.SSO[id]
+		if !ok {
+			at = t.AuthTime // tokens made before SSO times were kept
+		}
+		p, ok := g.srv.sso.byID[id]
+		if !ok || (p.MaxSessionAge > 0 && now.Sub(at) > p.MaxSessionAge) {
+			return nil, fosite.ErrInvalidGrant.WithHintf("SSO session has expired: sign in through %s again and create a new API token.", id)
+		}
+	}
+	if !slices.Contains(t.AMR, tokens.MethodOTP) {
+		return t.AMR, nil
+	}
+	valid, err := g.srv.mfa.otpStillValid(ctx, t.UserID, t.AuthTime)
+	if err != nil || valid {
+		return t.AMR, err
+	}
+	kept := slices.DeleteFunc(slices.Clone(t.AMR), func(m string) bool { return m == tokens.MethodOTP || m == tokens.MethodMFA })
+	return tokens.AMR(kept, false), nil
 }
 
 func (g *apiTokenGrant) PopulateTokenEndpointResponse(ctx context.Context, r fosite.AccessRequester, resp fosite.AccessResponder) error {

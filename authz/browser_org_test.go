@@ -44,7 +44,7 @@ func TestOrgSettingsPageInChromium(t *testing.T) {
 	sink := testenv.StartSMTP(t)
 	ts := newTestServer(t, func(c *authz.Config) {
 		withTeam(c)
-		c.Mailer = mfa.SMTP{Addr: sink.Addr}
+		c.Mailer = mfa.SMTP{Addr: sink.Addr, RootCAs: sink.RootCAs()}
 		c.MailFrom = "Stepup <no-reply@example.com>"
 	})
 	settings := ts.Issuer + "/orgs/team/settings/security"
@@ -336,6 +336,9 @@ func TestConsoleStepUpRedirectInChromium(t *testing.T) {
 			Scopes: []string{"openid", "profile", "email"}, TokenEndpointAuthMethod: "client_secret_basic"})
 		c.Orgs = append(c.Orgs, authz.Org{ID: "team", Name: "Team", MFARequired: true,
 			Members: []authz.Member{{UserID: "u_bob", Role: "member"}}})
+		// This console is first-party under its own id: its people's
+		// tokens must work at the API.
+		c.APIClients = []string{cliClient, consoleID}
 	})
 
 	con := startConsole(t, ts.Issuer, consoleID, consoleSecret)

@@ -389,6 +389,35 @@ func (g *grantStore) GetAccessTokenSession(ctx context.Context, signature string
 	return r, nil
 }
 
+// accessTokenActive reports whether the access token with this signature is
+// still on record: neither revoked, nor retired by a refresh, nor expired.
+// It reads the family but decodes nothing.
+func (g *grantStore) accessTokenActive(ctx context.Context, signature string) (bool, error) {
+	family, digest, ok := splitSignature(signature)
+	if !ok {
+		return false, nil
+	}
+	f, err := g.family(ctx, family)
+	if err != nil {
+		return false, err
+	}
+	_, ok = f[kindAccess+digest]
+	return ok, nil
+}
+
+// accessTokenSession is the session an access token was issued with.
+func (g *grantStore) accessTokenSession(ctx context.Context, signature string) (*Session, error) {
+	r, _, err := g.get(ctx, kindAccess, signature)
+	if err != nil {
+		return nil, err
+	}
+	sess, ok := r.GetSession().(*Session)
+	if !ok {
+		return nil, fmt.Errorf("access token session of type %T", r.GetSession())
+	}
+	return sess, nil
+}
+
 func (g *grantStore) DeleteAccessTokenSession(ctx context.Context, signature string) error {
 	return g.familyOp(ctx, signature, func(d string) []storage.Op { return []storage.Op{storage.Delete(kindAccess + d)} })
 }

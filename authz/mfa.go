@@ -69,6 +69,19 @@ func (m *secondFactors) enabled(ctx context.Context, userID string) (bool, error
 	return e != nil, err
 }
 
+// otpStillValid reports whether an otp factor completed at the given time
+// still counts. The enrollment's EnabledAt is the person's factors epoch:
+// turning MFA off removes the enrollment and setting it up again starts a
+// new one, so a code proved before either no longer counts, in sessions,
+// refresh families and API tokens alike.
+func (m *secondFactors) otpStillValid(ctx context.Context, userID string, at time.Time) (bool, error) {
+	e, err := m.get(ctx, userID)
+	if err != nil || e == nil {
+		return false, err
+	}
+	return !at.Before(e.EnabledAt.Truncate(time.Second)), nil
+}
+
 // startSetup makes a new secret for userID, kept server-side until it is
 // confirmed with a code or expires; a person who reloads the page keeps
 // the same secret.

@@ -86,16 +86,12 @@ type orgRequest struct {
 // (401), membership (404, so a non-member cannot tell the organization
 // exists), then the organization's policy (401 with the step-up challenge).
 // It answers a refusal itself.
-func (s *Server) orgCaller(w http.ResponseWriter, r *http.Request) (*orgRequest, bool) {
-	sess, ok := s.bearer(w, r)
+func (s *Server) orgCaller(w http.ResponseWriter, r *http.Request, use tokenUse) (*orgRequest, bool) {
+	c, ok := s.authenticate(w, r, use)
 	if !ok {
 		return nil, false
 	}
-	u, ok := s.users.get(sess.Subject)
-	if !ok {
-		writeError(w, http.StatusForbidden, "access_denied", "Organizations are for people; this token belongs to a client.")
-		return nil, false
-	}
+	u := c.user
 	o, ok := s.org(r.PathValue("org"))
 	var role string
 	if ok {
@@ -110,7 +106,7 @@ func (s *Server) orgCaller(w http.ResponseWriter, r *http.Request) (*orgRequest,
 		s.storeOrInternal(w, err)
 		return nil, false
 	}
-	if missing := tokens.Missing(sec.requirements(), sess.AMR(), sess.AuthTime(), s.cfg.Now()); !missing.Satisfied() {
+	if missing := tokens.Missing(sec.requirements(), c.claims.AMR, time.Unix(c.claims.AuthTime, 0), s.cfg.Now()); !missing.Satisfied() {
 		w.Header().Set("WWW-Authenticate", missing.WWWAuthenticate())
 		writeJSON(w, http.StatusUnauthorized, missing.Body())
 		return nil, false
@@ -132,7 +128,7 @@ func (q *orgRequest) view() map[string]any {
 
 // getOrg is GET /api/orgs/{org}.
 func (s *Server) getOrg(w http.ResponseWriter, r *http.Request) {
-	if q, ok := s.orgCaller(w, r); ok {
+	if q, ok := s.orgCaller(w, r, usePerson); ok {
 		writeJSON(w, http.StatusOK, q.view())
 	}
 }
@@ -140,7 +136,7 @@ func (s *Server) getOrg(w http.ResponseWriter, r *http.Request) {
 // patchOrgSecurity is PATCH /api/orgs/{org}/security.
 func (s *Server) patchOrgSecurity(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	q, ok := s.orgCaller(w, r)
+	q, ok := s.orgCaller(w, r, useManage)
 	if !ok || !q.admin(w) {
 		return
 	}
@@ -244,7 +240,7 @@ func (s *Server) memberList(ctx context.Context, q *orgRequest) ([]memberView, e
 // members is GET /api/orgs/{org}/members[?mfa_enabled=false].
 func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	q, ok := s.orgCaller(w, r)
+	q, ok := s.orgCaller(w, r, useManage)
 	if !ok || !q.admin(w) {
 		return
 	}
@@ -269,7 +265,7 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 
 // auditLog is GET /api/orgs/{org}/audit.
 func (s *Server) auditLog(w http.ResponseWriter, r *http.Request) {
-	q, ok := s.orgCaller(w, r)
+	q, ok := s.orgCaller(w, r, useManage)
 	if !ok || !q.admin(w) {
 		return
 	}

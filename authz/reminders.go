@@ -32,7 +32,7 @@ type skipped struct {
 // {"user_ids": [...]} or {"all_without_mfa": true}.
 func (s *Server) sendReminders(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	q, ok := s.orgCaller(w, r)
+	q, ok := s.orgCaller(w, r, useManage)
 	if !ok || !q.admin(w) {
 		return
 	}

@@ -61,6 +61,21 @@ type Config struct {
 	SSHCARotation time.Duration // 90 days
 	// Audience of access tokens whose grant names none; the issuer by default.
 	Audience []string
+	// APIAudience: a token must carry one of these in aud to be used at
+	// Stepup's own endpoints (/api, userinfo, /ssh). Default: the issuer.
+	APIAudience []string
+	// APIClients are the first-party clients whose people's tokens work
+	// at /api and /ssh; a third-party relying party's never do.
+	// Default: stepup-cli and console.
+	APIClients []string
+	// ManageClients may make management calls (organization security,
+	// members, reminders, API tokens). Default: APIClients.
+	ManageClients []string
+	// ManageScope, when set, must also be granted for a management call.
+	ManageScope string
+	// APITokenTTL is how long an API token works, and the most a person
+	// may ask for at creation.
+	APITokenTTL time.Duration // 90 days
 
 	// Failed logins allowed per account and per client address within
 	// FailureWindow before further attempts are refused.
@@ -93,11 +108,21 @@ func (c *Config) setDefaults() {
 	def(&c.SSHCARotation, 90*24*time.Hour)
 	def(&c.ReminderInterval, 24*time.Hour)
 	def(&c.FailureWindow, 15*time.Minute)
+	def(&c.APITokenTTL, 90*24*time.Hour)
 	if c.SigningAlg == "" {
 		c.SigningAlg = tokens.ES256
 	}
 	if len(c.Audience) == 0 {
 		c.Audience = []string{c.Issuer}
+	}
+	if len(c.APIAudience) == 0 {
+		c.APIAudience = []string{c.Issuer}
+	}
+	if len(c.APIClients) == 0 {
+		c.APIClients = DefaultAPIClients
+	}
+	if len(c.ManageClients) == 0 {
+		c.ManageClients = c.APIClients
 	}
 	if c.MaxFailuresPerAccount == 0 {
 		c.MaxFailuresPerAccount = 5
@@ -133,11 +158,26 @@ func (c *Config) validate() error {
 	if c.Store == nil {
 		errs = append(errs, errors.New("no store"))
 	}
+	users := map[string]bool{}
+	for _, u := range c.Users {
+		users[u.ID] = true
+	}
+	for _, cl := range c.Clients {
+		// A client_credentials token's sub is the client id: were it also
+		// a person's id, the client would act as that person.
+		if users[cl.ID] {
+			errs = append(errs, fmt.Errorf("client id %q is also a user id; give one of them another id", cl.ID))
+		}
+	}
 	if len(c.Secret) < seal.MinSecretLen {
 		errs = append(errs, fmt.Errorf("secret must be at least %d bytes", seal.MinSecretLen))
 	}
 	return errors.Join(errs...)
 }
+
+// DefaultAPIClients are the first-party clients when Config names none: the
+// CLI and the console of the seeded configuration.
+var DefaultAPIClients = []string{"stepup-cli", "console"}
 
 // Server is the authorization server.
 type Server struct {
@@ -217,6 +257,7 @@ func New(cfg Config) (*Server, error) {
 		throttle: mfa.Throttle{}, skew: cfg.TOTPSkew, issuer: issuer.Hostname(),
 		maxPerAddress: cfg.MaxFailuresPerAddress, now: cfg.Now, failures: s.metrics.totpFailures,
 	}
+	s.sessions.prune = s.dropStaleFactors
 	if s.pages, err = newPages(); err != nil {
 		return nil, err
 	}
@@ -268,7 +309,7 @@ func (s *Server) compose() fosite.OAuth2Provider {
 	store := &oauthStore{clientDirectory: s.clients, grantStore: s.grants}
 	defer func() {
 		// After the refresh handler, which loads the grant's session.
-		fc.TokenEndpointHandlers.Append(ssoRefreshCheck{sso: s.sso, now: cfg.Now})
+		fc.TokenEndpointHandlers.Append(refreshCheck{sso: s.sso, mfa: s.mfa, now: cfg.Now})
 		fc.TokenEndpointHandlers.Append(&apiTokenGrant{srv: s, lifespan: cfg.AccessTokenTTL,
 			HandleHelper: &oauth2.HandleHelper{AccessTokenStrategy: strategy.CoreStrategy, AccessTokenStorage: store, Config: fc}})
 		for i, h := range fc.TokenEndpointHandlers {

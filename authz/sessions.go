@@ -107,6 +107,9 @@ type sessionStore struct {
 	ttl    time.Duration
 	now    func() time.Time
 	secure bool
+	// prune drops the factors that no longer count (an otp proved before
+	// MFA was turned off or reset) from every session read.
+	prune func(context.Context, *LoginSession) error
 }
 
 const sessionNS = "session"
@@ -140,7 +143,27 @@ func (s *sessionStore) get(ctx context.Context, r *http.Request) (*LoginSession,
 	if err := json.Unmarshal(data, &ls); err != nil {
 		return nil, "", nil // unreadable: treat as logged out
 	}
+	if s.prune != nil {
+		if err := s.prune(ctx, &ls); err != nil {
+			return nil, "", err
+		}
+	}
 	return &ls, c.Value, nil
+}
+
+// dropStaleFactors removes an otp factor that the person's factors epoch
+// no longer honours, so that the next step-up asks for a code again.
+func (s *Server) dropStaleFactors(ctx context.Context, ls *LoginSession) error {
+	at := ls.factorAt(tokens.MethodOTP)
+	if at.IsZero() {
+		return nil
+	}
+	valid, err := s.mfa.otpStillValid(ctx, ls.UserID, at)
+	if err != nil || valid {
+		return err
+	}
+	ls.Factors = slices.DeleteFunc(ls.Factors, func(f Factor) bool { return f.Method == tokens.MethodOTP })
+	return nil
 }
 
 // save stores ls under a new id and sets the cookie. A fresh id at every

@@ -5,17 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/ory/fosite"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/stepup-dev/stepup/authz/storage"
 	"github.com/stepup-dev/stepup/internal/seal"
-	"github.com/stepup-dev/stepup/tokens"
 	"github.com/stepup-dev/stepup/tokens/sshca"
 )
 
@@ -79,24 +76,11 @@ func (s *Server) sshAuthorities(w http.ResponseWriter, r *http.Request) {
 // scopes and jti, valid no longer than the token.
 func (s *Server) sshCertificate(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if _, ok := s.bearer(w, r); !ok {
-		return
-	}
-	claims, err := unverifiedClaims(fosite.AccessTokenFromRequest(r)) // bearer verified it
-	if err != nil {
-		s.internalError(w, err)
-		return
-	}
-	u, ok := s.users.get(claims.Subject)
+	c, ok := s.authenticate(w, r, usePerson)
 	if !ok {
-		writeError(w, http.StatusForbidden, "access_denied", "SSH certificates are issued to people; this token belongs to a client.")
 		return
 	}
-	if !slices.ContainsFunc(claims.Audience, func(a string) bool { return slices.Contains(s.cfg.Audience, a) }) {
-		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, "invalid_token", "This access token was issued for another audience.")
-		return
-	}
+	u, claims := c.user, c.claims
 	var body struct {
 		Key string `json:"key"`
 	}
@@ -142,21 +126,6 @@ func (s *Server) sshCertificate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{
 		"certificate": strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert))),
 	})
-}
-
-// unverifiedClaims reads an access token's claims; only for a token whose
-// signature was already checked.
-func unverifiedClaims(token string) (tokens.AccessClaims, error) {
-	var c tokens.AccessClaims
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return c, errors.New("access token is not a JWT")
-	}
-	payload, err := b64.DecodeString(parts[1])
-	if err != nil {
-		return c, err
-	}
-	return c, json.Unmarshal(payload, &c)
 }
 
 func (s *Server) storeOrInternal(w http.ResponseWriter, err error) {

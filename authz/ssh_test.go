@@ -121,7 +121,7 @@ func TestSSHCertificateRefusals(t *testing.T) {
 		says   string
 	}{
 		{"fail/no-token", "", keyBody(userKey(t)), 401, "Bearer"},
-		{"fail/garbage-token", "garbage", keyBody(userKey(t)), 401, "not valid"},
+		{"fail/garbage-token", "garbage", keyBody(userKey(t)), 401, "malformed"},
 		{"fail/client-token", svc.AccessToken, keyBody(userKey(t)), 403, "people"},
 		{"fail/malformed-key", tok.AccessToken, keyBody("ssh-ed25519 AAAAnotbase64!!"), 400, ""},
 		{"fail/certificate-instead-of-key", tok.AccessToken, keyBody(certLine), 400, "certificate"},

@@ -284,24 +284,27 @@ func (s *Server) linkedProviders(ctx context.Context, userID string) ([]string, 
 
 func ssoLoginPath(provider string) string { return "/sso/" + provider + "/start" }
 
-// ssoRefreshCheck refuses to refresh a grant whose SSO login is older than
-// its provider allows: the person must go through the provider again.
-type ssoRefreshCheck struct {
+// refreshCheck refuses to refresh a grant whose login no longer holds: an
+// SSO login older than its provider allows (the person must go through the
+// provider again), or an otp proved before the person turned MFA off or
+// reset it.
+type refreshCheck struct {
 	sso *upstreams
+	mfa *secondFactors
 	now func() time.Time
 }
 
-func (c ssoRefreshCheck) CanHandleTokenEndpointRequest(_ context.Context, r fosite.AccessRequester) bool {
+func (c refreshCheck) CanHandleTokenEndpointRequest(_ context.Context, r fosite.AccessRequester) bool {
 	return r.GetGrantTypes().ExactOne("refresh_token")
 }
 
-func (c ssoRefreshCheck) CanSkipClientAuth(context.Context, fosite.AccessRequester) bool {
+func (c refreshCheck) CanSkipClientAuth(context.Context, fosite.AccessRequester) bool {
 	return false
 }
 
 // HandleTokenEndpointRequest runs after the refresh handler has loaded the
 // grant's session.
-func (c ssoRefreshCheck) HandleTokenEndpointRequest(ctx context.Context, r fosite.AccessRequester) error {
+func (c refreshCheck) HandleTokenEndpointRequest(ctx context.Context, r fosite.AccessRequester) error {
 	if !c.CanHandleTokenEndpointRequest(ctx, r) {
 		return fosite.ErrUnknownRequest
 	}
@@ -315,10 +318,19 @@ func (c ssoRefreshCheck) HandleTokenEndpointRequest(ctx context.Context, r fosit
 			return fosite.ErrInvalidGrant.WithHintf("SSO session has expired: sign in through %s again.", id)
 		}
 	}
+	if slices.Contains(sess.AMR(), tokens.MethodOTP) {
+		valid, err := c.mfa.otpStillValid(ctx, sess.Subject, sess.AuthTime())
+		if err != nil {
+			return err
+		}
+		if !valid {
+			return fosite.ErrInvalidGrant.WithHint("Your second factor was turned off or reset after this login: log in again.")
+		}
+	}
 	return nil
 }
 
-func (c ssoRefreshCheck) PopulateTokenEndpointResponse(ctx context.Context, r fosite.AccessRequester, _ fosite.AccessResponder) error {
+func (c refreshCheck) PopulateTokenEndpointResponse(ctx context.Context, r fosite.AccessRequester, _ fosite.AccessResponder) error {
 	if !c.CanHandleTokenEndpointRequest(ctx, r) {
 		return fosite.ErrUnknownRequest
 	}

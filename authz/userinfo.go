@@ -1,7 +1,6 @@
 package authz
 
 import (
-	"errors"
 	"net/http"
 
 	"github.com/ory/fosite"
@@ -9,35 +8,16 @@ import (
 
 // userinfo answers OpenID Connect userinfo, plus whether the person has MFA
 // or an SSO identity, so a client can tell what a step-up would involve.
+//
+// Any client's access token with the scope openid works here, as OpenID
+// Connect wants, but only one meant for Stepup itself (aud): a token a
+// client got for another resource server does not.
 func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) {
-	token := fosite.AccessTokenFromRequest(r)
-	if token == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="`+s.cfg.Issuer+`"`)
-		writeError(w, http.StatusUnauthorized, "invalid_request", "Send the access token as 'Authorization: Bearer <token>'.")
-		return
-	}
-	_, ar, err := s.oauth.IntrospectToken(r.Context(), token, fosite.AccessToken, newSession(), "openid")
-	if isUnavailable(err) {
-		s.unavailable(w, err)
-		return
-	}
-	if err != nil {
-		if errors.Is(err, fosite.ErrScopeNotGranted) {
-			w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="openid"`)
-			writeError(w, http.StatusForbidden, "insufficient_scope", "The access token was not granted the openid scope.")
-			return
-		}
-		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, "invalid_token", "The access token is expired, revoked or not valid.")
-		return
-	}
-	sess, _ := ar.GetSession().(*Session)
-	u, ok := s.users.get(sess.GetSubject())
+	c, ok := s.authenticate(w, r, useUserinfo)
 	if !ok {
-		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, "invalid_token", "The token's user no longer exists.")
 		return
 	}
+	u := c.user
 	enrolled, err := s.mfa.enabled(r.Context(), u.ID)
 	if err != nil {
 		s.unavailable(w, err)
@@ -53,7 +33,7 @@ func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) {
 		"mfa_enabled": enrolled,
 		"sso_enabled": len(links) > 0,
 	}
-	scopes := ar.GetGrantedScopes()
+	scopes := fosite.Arguments(c.claims.Scope)
 	if scopes.Has("profile") {
 		claims["preferred_username"] = u.Username
 		if u.Name != "" {
