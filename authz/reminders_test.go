@@ -18,7 +18,7 @@ func TestMFAReminders(t *testing.T) {
 	sink := testenv.StartSMTP(t)
 	ts := newTestServer(t, func(c *authz.Config) {
 		withTeam(c)
-		c.Mailer = mfa.SMTP{Addr: sink.Addr}
+		c.Mailer = mfa.SMTP{Addr: sink.Addr, RootCAs: sink.RootCAs()}
 		c.MailFrom = "Stepup <no-reply@example.com>"
 		c.ReminderInterval = 2 * time.Minute // the clock moves less than a token lives
 	})

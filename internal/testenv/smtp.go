@@ -3,10 +3,18 @@ package testenv
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"mime"
 	"mime/quotedprintable"
 	"net"
@@ -37,6 +45,8 @@ type Mail struct {
 	From string   // MAIL FROM address (without <>); "" for the null path <>
 	To   []string // RCPT TO addresses, in the order given
 	Data []byte   // the message as sent (headers + body), dot-unstuffed, CRLF kept
+	TLS  bool     // the message came inside STARTTLS
+	User string   // who authenticated with AUTH PLAIN; "" when no one did
 }
 
 // Header returns the first occurrence of header name, parsed with net/mail.
@@ -87,9 +97,18 @@ func (m Mail) Body() string {
 
 // SMTPSink is a small SMTP server (a subset of RFC 5321) on loopback that
 // keeps every message it accepts, so that the application's real SMTP
-// client can be tested over a real TCP connection.
+// client can be tested over a real TCP connection. It offers STARTTLS
+// (RFC 3207) unless started with SMTPPlaintext, because production relays
+// do and a client that cannot upgrade should fail here rather than there;
+// its certificate comes from a CA of its own, which RootCAs hands to the
+// client under test.
 type SMTPSink struct {
 	Addr string // "127.0.0.1:PORT"
+
+	plaintext      bool        // offer no STARTTLS
+	tls            *tls.Config // nil when plaintext
+	caPEM          []byte
+	user, password string // AUTH PLAIN credentials; "" offers no AUTH
 
 	ln   net.Listener
 	wg   sync.WaitGroup
@@ -106,25 +125,120 @@ type SMTPSink struct {
 	done    chan struct{} // closed when the sink shuts down, so Wait stops early
 }
 
+// SMTPOption changes what a sink from StartSMTP offers.
+type SMTPOption func(*SMTPSink)
+
+// SMTPPlaintext makes the sink offer no STARTTLS, like a relay without a
+// certificate.
+func SMTPPlaintext() SMTPOption { return func(s *SMTPSink) { s.plaintext = true } }
+
+// SMTPAuth makes the sink take mail only from a client that authenticated
+// with AUTH PLAIN as user and password, and offer AUTH only inside TLS
+// (unless the sink is plaintext), as relays that take passwords do; so a
+// client that sends its password before STARTTLS is refused.
+func SMTPAuth(user, password string) SMTPOption {
+	return func(s *SMTPSink) { s.user, s.password = user, password }
+}
+
 // StartSMTP listens on a free loopback port and serves SMTP until
 // t.Cleanup closes the listener and every open connection.
-func StartSMTP(t testing.TB) *SMTPSink {
+func StartSMTP(t testing.TB, opts ...SMTPOption) *SMTPSink {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("testenv: SMTP sink: listen: %v", err)
-	}
 	s := &SMTPSink{
-		Addr:    ln.Addr().String(),
-		ln:      ln,
 		arrived: make(chan struct{}),
 		conns:   make(map[net.Conn]struct{}),
 		done:    make(chan struct{}),
 	}
+	for _, o := range opts {
+		o(s)
+	}
+	if !s.plaintext {
+		cert, caPEM, err := newSMTPCert()
+		if err != nil {
+			t.Fatalf("testenv: SMTP sink: certificate: %v", err)
+		}
+		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		s.caPEM = caPEM
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testenv: SMTP sink: listen: %v", err)
+	}
+	s.Addr, s.ln = ln.Addr().String(), ln
 	s.idle.Store(int64(smtpIdleTimeout))
 	s.wg.Go(s.accept)
 	t.Cleanup(s.close)
 	return s
+}
+
+// RootCAs returns a pool holding the sink's CA, for the client's
+// tls.Config (or mfa.SMTP.RootCAs); nil when the sink is plaintext. Each
+// call returns a new pool, so a caller adding to it changes no one else's.
+func (s *SMTPSink) RootCAs() *x509.CertPool {
+	if s.caPEM == nil {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(s.caPEM)
+	return pool
+}
+
+// CAPEM returns the sink's CA certificate in PEM, to write into a CA
+// bundle file; nil when the sink is plaintext.
+func (s *SMTPSink) CAPEM() []byte { return bytes.Clone(s.caPEM) }
+
+// newSMTPCert makes a CA and a leaf it signs for the loopback names, so
+// that a client verifies the sink as it would a relay: chain and name.
+// Every sink has a CA of its own, so one sink's pool does not trust
+// another's certificate.
+func newSMTPCert() (leaf tls.Certificate, caPEM []byte, err error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return leaf, nil, err
+	}
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return leaf, nil, err
+	}
+	serial := func() *big.Int {
+		n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+		return n
+	}
+	// An hour back leaves room for a clock that steps during a run; a day
+	// ahead outlasts any test.
+	now := time.Now()
+	ca := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "stepup test SMTP sink CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		return leaf, nil, err
+	}
+	if ca, err = x509.ParseCertificate(caDER); err != nil {
+		return leaf, nil, err
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}, ca, &leafKey.PublicKey, caKey)
+	if err != nil {
+		return leaf, nil, err
+	}
+	leaf = tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}
+	return leaf, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
 }
 
 // Messages returns a copy of everything received so far, in arrival order.
@@ -167,7 +281,8 @@ func (s *SMTPSink) Fail(on bool) { s.fail.Store(on) }
 func (s *SMTPSink) snapshot() []Mail {
 	out := make([]Mail, len(s.msgs))
 	for i, m := range s.msgs {
-		out[i] = Mail{From: m.From, To: append([]string(nil), m.To...), Data: bytes.Clone(m.Data)}
+		out[i] = m
+		out[i].To, out[i].Data = append([]string(nil), m.To...), bytes.Clone(m.Data)
 	}
 	return out
 }
@@ -234,13 +349,16 @@ func (s *SMTPSink) close() {
 }
 
 // smtpSession is the state of one connection: RFC 5321's greeting and
-// mail-transaction states, which decide what is out of order (503).
+// mail-transaction states, which decide what is out of order (503), and
+// whether TLS and AUTH have happened.
 type smtpSession struct {
 	sink    *SMTPSink
-	conn    net.Conn
+	conn    net.Conn // the *tls.Conn after STARTTLS
 	r       *bufio.Reader
 	w       *bufio.Writer
 	greeted bool
+	tls     bool
+	user    string
 	inMail  bool
 	from    string
 	to      []string
@@ -282,13 +400,14 @@ func (ss *smtpSession) command(line []byte) (quit bool, err error) {
 		}
 		ss.greeted = true
 		ss.reset()
-		// No STARTTLS or AUTH: net/smtp would then insist on them, and the
-		// sink has neither a certificate nor users.
-		return false, ss.replyLines(250,
-			"localhost greets "+strings.TrimSpace(arg),
-			"8BITMIME",
-			fmt.Sprintf("SIZE %d", smtpMaxMessage),
-			"SMTPUTF8")
+		ext := []string{"localhost greets " + strings.TrimSpace(arg), "8BITMIME", fmt.Sprintf("SIZE %d", smtpMaxMessage)}
+		if ss.sink.tls != nil && !ss.tls {
+			ext = append(ext, "STARTTLS")
+		}
+		if ss.offersAuth() {
+			ext = append(ext, "AUTH PLAIN")
+		}
+		return false, ss.replyLines(250, append(ext, "SMTPUTF8")...)
 	case "HELO":
 		if strings.TrimSpace(arg) == "" {
 			return false, ss.reply(501, "HELO needs a domain")
@@ -296,12 +415,19 @@ func (ss *smtpSession) command(line []byte) (quit bool, err error) {
 		ss.greeted = true
 		ss.reset()
 		return false, ss.reply(250, "localhost")
+	case "STARTTLS":
+		return ss.startTLS(arg)
+	case "AUTH":
+		return false, ss.auth(arg)
 	case "MAIL":
 		if !ss.greeted {
 			return false, ss.reply(503, "Send EHLO or HELO first")
 		}
 		if ss.inMail {
 			return false, ss.reply(503, "Nested MAIL command")
+		}
+		if ss.sink.user != "" && ss.user == "" {
+			return false, ss.reply(530, "5.7.0 Authentication required")
 		}
 		from, ok := parsePath(arg, "FROM:")
 		if !ok {
@@ -370,7 +496,7 @@ func (ss *smtpSession) data() error {
 			msg = append(msg, line...)
 		}
 	}
-	m := Mail{From: ss.from, To: ss.to}
+	m := Mail{From: ss.from, To: ss.to, TLS: ss.tls, User: ss.user}
 	ss.reset()
 	switch {
 	case lineTooLong:
@@ -381,6 +507,92 @@ func (ss *smtpSession) data() error {
 	m.Data = msg
 	ss.sink.store(m)
 	return ss.reply(250, "OK: queued")
+}
+
+// startTLS handles STARTTLS and reports whether the session ended: after a
+// failed handshake there is no channel left to talk on.
+func (ss *smtpSession) startTLS(arg string) (quit bool, err error) {
+	switch {
+	case ss.sink.tls == nil || ss.tls:
+		return false, ss.reply(503, "STARTTLS not offered")
+	case !ss.greeted:
+		return false, ss.reply(503, "Send EHLO first")
+	case strings.TrimSpace(arg) != "":
+		return false, ss.reply(501, "Syntax: STARTTLS")
+	case ss.r.Buffered() > 0:
+		// What follows STARTTLS in the same packet was sent in plaintext;
+		// obeying it inside TLS would let whoever injected it act for the
+		// client (CVE-2011-0411), so the session ends.
+		ss.reply(503, "Commands pipelined after STARTTLS")
+		return true, nil
+	}
+	if err := ss.reply(220, "Ready to start TLS"); err != nil {
+		return true, err
+	}
+	tc := tls.Server(ss.conn, ss.sink.tls)
+	tc.SetDeadline(time.Now().Add(time.Duration(ss.sink.idle.Load())))
+	if err := tc.Handshake(); err != nil {
+		return true, err
+	}
+	// RFC 3207 4.2: nothing learnt before TLS carries over, not even EHLO.
+	ss.conn, ss.r, ss.w = tc, bufio.NewReader(tc), bufio.NewWriter(tc)
+	ss.tls, ss.greeted, ss.user = true, false, ""
+	ss.reset()
+	return false, nil
+}
+
+// offersAuth reports whether EHLO lists AUTH: with credentials set, and
+// inside TLS unless the sink has none.
+func (ss *smtpSession) offersAuth() bool {
+	return ss.sink.user != "" && (ss.tls || ss.sink.tls == nil)
+}
+
+// auth handles AUTH PLAIN (RFC 4954, RFC 4616), with the initial response
+// on the command line as net/smtp sends it or after a 334 prompt.
+func (ss *smtpSession) auth(arg string) error {
+	switch {
+	case ss.sink.user == "":
+		return ss.reply(502, "AUTH not offered")
+	case !ss.greeted:
+		return ss.reply(503, "Send EHLO first")
+	case ss.user != "":
+		return ss.reply(503, "Already authenticated")
+	case ss.inMail:
+		return ss.reply(503, "AUTH not allowed in a mail transaction")
+	case !ss.offersAuth():
+		return ss.reply(538, "5.7.11 Encryption required for requested authentication mechanism")
+	}
+	mech, resp, _ := strings.Cut(strings.TrimSpace(arg), " ")
+	if !strings.EqualFold(mech, "PLAIN") {
+		return ss.reply(504, "5.5.4 Unrecognized authentication type")
+	}
+	if resp == "" {
+		if err := ss.reply(334, ""); err != nil {
+			return err
+		}
+		line, tooLong, err := ss.readLine()
+		if err != nil {
+			ss.hangUp(err)
+			return err
+		}
+		if tooLong {
+			return ss.reply(500, "Line too long")
+		}
+		resp = string(trimEOL(line))
+	}
+	if resp == "*" {
+		return ss.reply(501, "5.0.0 Authentication cancelled")
+	}
+	raw, err := base64.StdEncoding.DecodeString(resp)
+	parts := strings.Split(string(raw), "\x00")
+	if err != nil || len(parts) != 3 {
+		return ss.reply(501, "5.5.2 Cannot decode the PLAIN response")
+	}
+	if authz, user, pass := parts[0], parts[1], parts[2]; (authz != "" && authz != user) || user != ss.sink.user || pass != ss.sink.password {
+		return ss.reply(535, "5.7.8 Authentication credentials invalid")
+	}
+	ss.user = parts[1]
+	return ss.reply(235, "2.7.0 Authentication successful")
 }
 
 func (ss *smtpSession) reset() {
