@@ -134,7 +134,9 @@ func (s *Server) createAPIToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data, _ := json.Marshal(t)
-	if err := s.store.Put(ctx, apiTokenNS, id, data, ttl); err != nil {
+	// Kept a week past its expiry, so that using it then says "expired"
+	// rather than "not valid".
+	if err := s.store.Put(ctx, apiTokenNS, id, data, ttl+7*24*time.Hour); err != nil {
 		s.storeOrInternal(w, err)
 		return
 	}

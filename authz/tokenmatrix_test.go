@@ -1,0 +1,179 @@
+package authz_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"testing"
+
+	"golang.org/x/oauth2"
+
+	"github.com/stepup-dev/stepup/authz"
+)
+
+const (
+	rpClient = "third-party-rp"
+	rpSecret = "rp-secret-0123456789abcdef0123"
+	otherAud = "https://api.other.example"
+)
+
+// withRelyingParty adds a third-party relying party (a confidential client
+// people sign in to with Stepup, not one of Stepup's own tools), an
+// organization without requirements that alice owns, and lets the CLI ask
+// for a token meant for another resource server.
+func withRelyingParty(c *authz.Config) {
+	withTeam(c)
+	c.Clients = append(c.Clients, authz.Client{ID: rpClient, SecretHash: authz.HashClientSecret(rpSecret),
+		RedirectURIs: []string{"https://rp.example/callback"},
+		GrantTypes:   []string{"authorization_code", "refresh_token"}, ResponseTypes: []string{"code"},
+		Scopes: []string{"openid", "offline_access", "profile", "email"}, TokenEndpointAuthMethod: "client_secret_basic"})
+	c.Clients[0].Audience = []string{otherAud}
+}
+
+// codeLogin logs alice in through a new browser for cfg's client and
+// exchanges the code.
+func codeLogin(t *testing.T, ts *testServer, cfg *oauth2.Config, extra ...oauth2.AuthCodeOption) *oauth2.Token {
+	t.Helper()
+	v := oauth2.GenerateVerifier()
+	back := newBrowser(t, ts.Issuer).authorize(cfg.AuthCodeURL("state-0123456789", append(extra, oauth2.S256ChallengeOption(v))...))
+	if e := back.Query().Get("error"); e != "" {
+		t.Fatalf("authorization failed: %s: %s", e, back.Query().Get("error_description"))
+	}
+	tok, err := cfg.Exchange(bg, back.Query().Get("code"), oauth2.VerifierOption(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TestTokenMatrix presents every kind of token Stepup hands out at every
+// endpoint the server protects itself, and checks each answer. Only a
+// first-party client's access token for a person, meant for Stepup (aud),
+// and not revoked, works at /api and /ssh; userinfo takes any client's
+// access token with openid; the access API takes client credentials with
+// access.read.
+func TestTokenMatrix(t *testing.T) {
+	ts := newTestServer(t, withRelyingParty)
+
+	cli := codeLogin(t, ts, cliConfig(ts.Issuer, "53682"))
+	console := codeLogin(t, ts, webConfig(ts.Issuer))
+	rpCfg := webConfig(ts.Issuer)
+	rpCfg.ClientID, rpCfg.ClientSecret, rpCfg.RedirectURL = rpClient, rpSecret, "https://rp.example/callback"
+	rp := codeLogin(t, ts, rpCfg)
+	otherAudience := codeLogin(t, ts, cliConfig(ts.Issuer, "53682"), oauth2.SetAuthURLParam("audience", otherAud))
+	revoked := codeLogin(t, ts, cliConfig(ts.Issuer, "53682"))
+	if status, body := postForm(t, ts.Issuer+"/oauth2/revoke", url.Values{"token": {revoked.RefreshToken}, "client_id": {cliClient}}, "", ""); status != 200 {
+		t.Fatalf("revoking: %d %v", status, body)
+	}
+
+	status, _, created := call(t, "POST", ts.Issuer+"/api/me/api-tokens", cli.AccessToken, map[string]any{"name": "matrix"})
+	if status != 201 {
+		t.Fatalf("creating an API token: %d %v", status, created)
+	}
+	apiToken := created["token"].(string)
+	status, viaAPIToken := postForm(t, ts.Issuer+"/oauth2/token", url.Values{"grant_type": {"api_token"}, "api_token": {apiToken},
+		"client_id": {cliClient}, "scope": {"openid"}}, "", "")
+	if status != 200 {
+		t.Fatalf("exchanging the API token: %d %v", status, viaAPIToken)
+	}
+
+	kinds := []struct{ name, token string }{
+		{"access/cli", cli.AccessToken},
+		{"access/console", console.AccessToken},
+		{"access/from-api-token", viaAPIToken["access_token"].(string)},
+		{"refresh", cli.RefreshToken},
+		{"id-token", cli.Extra("id_token").(string)},
+		{"api-token", apiToken},
+		{"client-credentials", svcToken(t, ts)},
+		{"another-audience", otherAudience.AccessToken},
+		{"third-party-client", rp.AccessToken},
+		{"revoked", revoked.AccessToken},
+		{"none", ""},
+	}
+	key := keyBody(userKey(t))
+	endpoints := []struct {
+		name, method, path string
+		body               any
+	}{
+		{"me", "GET", "/api/me", nil},
+		{"create-api-token", "POST", "/api/me/api-tokens", map[string]any{"name": "more"}},
+		{"list-api-tokens", "GET", "/api/me/api-tokens", nil},
+		{"org", "GET", "/api/orgs/team", nil},
+		{"members", "GET", "/api/orgs/team/members", nil},
+		{"org-security", "PATCH", "/api/orgs/team/security", map[string]any{"sso_provider": ""}},
+		{"access", "GET", "/api/orgs/team/access/u_alice", nil},
+		{"userinfo", "GET", "/oauth2/userinfo", nil},
+		{"ssh", "POST", "/ssh", json.RawMessage(key)},
+	}
+	// want[kind][endpoint]; every cell is asserted.
+	const ok, created201, unauth, forbid = http.StatusOK, http.StatusCreated, http.StatusUnauthorized, http.StatusForbidden
+	all := func(s int) []int { return []int{s, s, s, s, s, s, s, s, s} }
+	want := map[string][]int{
+		//                        me  create      list org members security access  userinfo ssh
+		"access/cli":            {ok, created201, ok, ok, ok, ok, forbid, ok, ok},
+		"access/console":        {ok, created201, ok, ok, ok, ok, forbid, ok, ok},
+		"access/from-api-token": {ok, forbid, ok, ok, ok, ok, forbid, ok, ok},
+		"refresh":               all(unauth),
+		"id-token":              all(unauth),
+		"api-token":             all(unauth),
+		"client-credentials":    {forbid, forbid, forbid, forbid, forbid, forbid, ok, forbid, forbid},
+		"another-audience":      all(unauth),
+		"third-party-client":    {unauth, unauth, unauth, unauth, unauth, unauth, forbid, ok, unauth},
+		"revoked":               all(unauth),
+		"none":                  all(unauth),
+	}
+	for _, k := range kinds {
+		for i, e := range endpoints {
+			t.Run(k.name+"/"+e.name, func(t *testing.T) {
+				status, hdr, body := call(t, e.method, ts.Issuer+e.path, k.token, e.body)
+				if status != want[k.name][i] {
+					t.Fatalf("%s %s with a %s token: %d %v, want %d", e.method, e.path, k.name, status, body, want[k.name][i])
+				}
+				if status >= 400 {
+					if body["error"] == nil || body["error_description"] == "" {
+						t.Errorf("refusal without an error and a description: %v", body)
+					}
+					if status == unauth && hdr.Get("WWW-Authenticate") == "" {
+						t.Errorf("401 without WWW-Authenticate")
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestManagementScope: with a management scope configured, a first-party
+// token without it reads but does not manage.
+func TestManagementScope(t *testing.T) {
+	ts := newTestServer(t, func(c *authz.Config) {
+		withTeam(c)
+		c.ManageScope = "stepup.manage"
+		c.Clients[0].Scopes = append(c.Clients[0].Scopes, "stepup.manage")
+	})
+	plain := codeLogin(t, ts, cliConfig(ts.Issuer, "53682"))
+	cfg := cliConfig(ts.Issuer, "53682")
+	cfg.Scopes = append(cfg.Scopes, "stepup.manage")
+	manage := codeLogin(t, ts, cfg)
+	for _, tc := range []struct {
+		name, token, method, path string
+		body                      any
+		want                      int
+	}{
+		{"ok/me-without-scope", plain.AccessToken, "GET", "/api/me", nil, 200},
+		{"ok/org-without-scope", plain.AccessToken, "GET", "/api/orgs/team", nil, 200},
+		{"fail/members-without-scope", plain.AccessToken, "GET", "/api/orgs/team/members", nil, 403},
+		{"fail/api-token-without-scope", plain.AccessToken, "POST", "/api/me/api-tokens", map[string]any{"name": "x"}, 403},
+		{"ok/members-with-scope", manage.AccessToken, "GET", "/api/orgs/team/members", nil, 200},
+		{"ok/api-token-with-scope", manage.AccessToken, "POST", "/api/me/api-tokens", map[string]any{"name": "x"}, 201},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, hdr, body := call(t, tc.method, ts.Issuer+tc.path, tc.token, tc.body)
+			if status != tc.want {
+				t.Fatalf("%d %v, want %d", status, body, tc.want)
+			}
+			if status == 403 && (body["error"] != "insufficient_scope" || hdr.Get("WWW-Authenticate") == "") {
+				t.Errorf("want insufficient_scope naming the scope: %v %v", body, hdr)
+			}
+		})
+	}
+}
