@@ -155,19 +155,29 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) {
 			"This sign-in was started in another browser. Start again from the application in this one.")
 		return
 	}
-	// RFC 9207: an answer naming another issuer is a mix-up attack.
-	if q.Has("iss") && q.Get("iss") != p.Issuer {
+	op, err := s.sso.discover(ctx, p)
+	if err != nil {
+		s.showError(w, http.StatusBadGateway, "Sign-in provider unavailable", "The sign-in provider "+p.ID+" cannot be reached right now.")
+		return
+	}
+	// RFC 9207: an answer naming another issuer, or lacking the issuer a
+	// provider promises to name, may be a mix-up attack.
+	var meta struct {
+		ISS bool `json:"authorization_response_iss_parameter_supported"`
+	}
+	_ = op.Claims(&meta)
+	switch {
+	case q.Has("iss") && q.Get("iss") != p.Issuer:
 		s.showError(w, http.StatusBadRequest, "Cannot sign in", "The answer names a different sign-in provider than "+p.ID+".")
+		return
+	case !q.Has("iss") && meta.ISS:
+		s.showError(w, http.StatusBadRequest, "Cannot sign in",
+			"The answer does not name its sign-in provider, which "+p.ID+" always does; start again from the application.")
 		return
 	}
 	if e := q.Get("error"); e != "" {
 		s.showError(w, http.StatusUnauthorized, "Sign-in was not completed",
 			p.ID+" did not sign you in ("+truncate(e, 64)+": "+truncate(q.Get("error_description"), 200)+").")
-		return
-	}
-	op, err := s.sso.discover(ctx, p)
-	if err != nil {
-		s.showError(w, http.StatusBadGateway, "Sign-in provider unavailable", "The sign-in provider "+p.ID+" cannot be reached right now.")
 		return
 	}
 	u, upstreamMFA, err := s.ssoIdentity(ctx, op, p, q.Get("code"), st)
@@ -233,10 +243,19 @@ func (s *Server) ssoIdentity(ctx context.Context, op *oidc.Provider, p *SSOProvi
 		return nil, false, errSSO("The sign-in provider sent an identity that cannot be read.")
 	}
 	upstreamMFA := p.TrustUpstreamMFA && slices.Contains(c.AMR, tokens.MethodMFA)
-	if id, ok := p.Subjects[idt.Subject]; ok {
-		if u, ok := s.users.get(id); ok {
-			return u, upstreamMFA, nil
+	// A provider with a subjects map is one whose emails are not trusted to
+	// link accounts: the map is the only way in, or anyone able to claim a
+	// verified address there could become its owner here.
+	if len(p.Subjects) > 0 {
+		id, ok := p.Subjects[idt.Subject]
+		if !ok {
+			return nil, false, errSSO("Your account at " + p.ID + " is not linked to an account here. Ask an administrator to link it (subject " + truncate(idt.Subject, 64) + ").")
 		}
+		u, ok := s.users.get(id)
+		if !ok {
+			return nil, false, errSSO("Your account at " + p.ID + " is linked to an account that no longer exists here. Ask an administrator.")
+		}
+		return u, upstreamMFA, nil
 	}
 	if c.Email == "" || !c.Verified {
 		return nil, false, errSSO("The sign-in provider " + p.ID + " did not vouch for an email address, so it cannot be matched to an account here.")

@@ -28,6 +28,9 @@ type liar struct {
 	mu     sync.Mutex
 	nonce  string
 	tamper func(claims map[string]any, redirect url.Values)
+	// advertiseISS makes discovery promise iss in every authorization
+	// response (RFC 9207).
+	advertiseISS bool
 }
 
 func newLiar(t *testing.T) *liar {
@@ -40,8 +43,12 @@ func newLiar(t *testing.T) *liar {
 	t.Cleanup(l.Close)
 	iss := l.URL
 	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+		l.mu.Lock()
+		advertise := l.advertiseISS
+		l.mu.Unlock()
 		_ = json.NewEncoder(w).Encode(map[string]any{"issuer": iss, "authorization_endpoint": iss + "/authorize",
-			"token_endpoint": iss + "/token", "jwks_uri": iss + "/jwks", "id_token_signing_alg_values_supported": []string{"ES256"}})
+			"token_endpoint": iss + "/token", "jwks_uri": iss + "/jwks", "id_token_signing_alg_values_supported": []string{"ES256"},
+			"authorization_response_iss_parameter_supported": advertise})
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, _ *http.Request) {
 		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
@@ -74,26 +81,11 @@ var liarLink = regexp.MustCompile(`href="(/sso/liar/start\?challenge=[^"]+)"`)
 
 func TestSSOAgainstALyingProvider(t *testing.T) {
 	l := newLiar(t)
+	l.advertiseISS = true
 	ts := newTestServer(t, func(c *authz.Config) {
 		c.SSOProviders = []authz.SSOProvider{{ID: "liar", Issuer: l.URL, ClientID: "stepup", ClientSecret: "s"}}
 	})
-	cfg := cliConfig(ts.Issuer, "53682")
-	attempt := func(t *testing.T) (page, string) {
-		b := newBrowser(t, ts.Issuer)
-		b.client.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
-			if u := req.URL.String(); strings.HasPrefix(u, ts.Issuer) || strings.HasPrefix(u, l.URL) {
-				return nil
-			}
-			return http.ErrUseLastResponse
-		}
-		v := oauth2.GenerateVerifier()
-		p := b.get(cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v)))
-		m := liarLink.FindStringSubmatch(p.Body)
-		if m == nil {
-			t.Fatalf("no 'Sign in with liar': %s", p.Body)
-		}
-		return b.get(ts.Issuer + htmlUnescape(m[1])), v
-	}
+	attempt := func(t *testing.T) (page, string) { return liarAttempt(t, ts, l) }
 	for _, tc := range []struct {
 		name   string
 		tamper func(claims map[string]any, redirect url.Values)
@@ -110,6 +102,7 @@ func TestSSOAgainstALyingProvider(t *testing.T) {
 				r.Set("iss", "https://evil.example")
 			}
 		}, 400, "different sign-in provider"},
+		{"fail/no-iss-though-promised", func(_ map[string]any, r url.Values) { r.Del("iss") }, 400, "does not name its sign-in provider"},
 		{"fail/untrusted-mfa-claim-ignored", func(c map[string]any, _ url.Values) { c["amr"] = []string{"pwd", "mfa"} }, http.StatusSeeOther, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -127,4 +120,66 @@ func TestSSOAgainstALyingProvider(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSSOWithoutISSPromise: a provider that does not advertise RFC 9207
+// may leave iss out.
+func TestSSOWithoutISSPromise(t *testing.T) {
+	l := newLiar(t)
+	l.tamper = func(_ map[string]any, r url.Values) { r.Del("iss") }
+	ts := newTestServer(t, func(c *authz.Config) {
+		c.SSOProviders = []authz.SSOProvider{{ID: "liar", Issuer: l.URL, ClientID: "stepup", ClientSecret: "s"}}
+	})
+	p, v := liarAttempt(t, ts, l)
+	if p.StatusCode != http.StatusSeeOther {
+		t.Fatalf("got %d %s, want a login", p.StatusCode, p.Body)
+	}
+	tokensFrom(t, ts, p, v)
+}
+
+// TestSSOSubjectsMapIsTheOnlyWayIn: with an explicit subjects map, an
+// unmapped upstream subject is refused even when it presents a local
+// person's verified email; a mapped one logs in as its local person.
+func TestSSOSubjectsMapIsTheOnlyWayIn(t *testing.T) {
+	l := newLiar(t)
+	ts := newTestServer(t, func(c *authz.Config) {
+		c.SSOProviders = []authz.SSOProvider{{ID: "liar", Issuer: l.URL, ClientID: "stepup", ClientSecret: "s",
+			Subjects: map[string]string{"up-bob": "u_bob"}}}
+	})
+	// The liar's subject up-1 claims alice@example.com, verified.
+	p, _ := liarAttempt(t, ts, l)
+	if p.StatusCode != http.StatusUnauthorized || !strings.Contains(p.Body, "not linked") {
+		t.Fatalf("an unmapped subject with alice's verified email: %d %s", p.StatusCode, p.Body)
+	}
+	l.mu.Lock()
+	l.tamper = func(c map[string]any, _ url.Values) { c["sub"] = "up-bob" }
+	l.mu.Unlock()
+	p, v := liarAttempt(t, ts, l)
+	if p.StatusCode != http.StatusSeeOther {
+		t.Fatalf("a mapped subject: %d %s", p.StatusCode, p.Body)
+	}
+	_, c := jwtParts(t, tokensFrom(t, ts, p, v).AccessToken)
+	if c["sub"] != "u_bob" {
+		t.Fatalf("the mapped subject logged in as %v, want u_bob (whatever email it sends)", c["sub"])
+	}
+}
+
+// liarAttempt starts a CLI login at ts and goes through l, returning the
+// page the callback answered with.
+func liarAttempt(t *testing.T, ts *testServer, l *liar) (page, string) {
+	t.Helper()
+	b := newBrowser(t, ts.Issuer)
+	b.client.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		if u := req.URL.String(); strings.HasPrefix(u, ts.Issuer) || strings.HasPrefix(u, l.URL) {
+			return nil
+		}
+		return http.ErrUseLastResponse
+	}
+	v := oauth2.GenerateVerifier()
+	p := b.get(cliConfig(ts.Issuer, "53682").AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v)))
+	m := liarLink.FindStringSubmatch(p.Body)
+	if m == nil {
+		t.Fatalf("no 'Sign in with liar': %s", p.Body)
+	}
+	return b.get(ts.Issuer + htmlUnescape(m[1])), v
 }
