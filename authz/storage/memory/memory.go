@@ -38,7 +38,17 @@ type Store struct {
 	mu       sync.Mutex
 	kv       map[string]item
 	families map[string]*family
+	// nextSweep is when a write next frees what has expired.
+	nextSweep time.Time
 }
+
+// sweepEvery is how often, by the store's clock, writes free expired
+// entries. Reads drop an expired entry they meet, but most expire unread
+// (a sign-in nobody finished, a counter whose window ended, a grant whose
+// tokens were never refreshed), and without a sweep they would stay until
+// the process exits. Sweeping from writes needs no goroutine to stop, and
+// the store only grows through writes.
+const sweepEvery = time.Minute
 
 var _ storage.Store = (*Store)(nil)
 
@@ -65,11 +75,35 @@ func (s *Store) live(k string) (item, bool) {
 	if !ok {
 		return item{}, false
 	}
-	if !it.expires.IsZero() && !s.now().Before(it.expires) {
+	if expired(it.expires, s.now()) {
 		delete(s.kv, k)
 		return item{}, false
 	}
 	return it, true
+}
+
+func expired(expires, now time.Time) bool { return !expires.IsZero() && !now.Before(expires) }
+
+// sweep frees every expired entry and family, at most once a sweepEvery:
+// the pass walks the whole store under the lock, and once a minute its
+// cost, spread over that minute's writes, stays small. Callers hold mu.
+func (s *Store) sweep() {
+	now := s.now()
+	// A clock set back would otherwise put the next sweep far off.
+	if now.Before(s.nextSweep) && s.nextSweep.Sub(now) <= sweepEvery {
+		return
+	}
+	s.nextSweep = now.Add(sweepEvery)
+	for k, it := range s.kv {
+		if expired(it.expires, now) {
+			delete(s.kv, k)
+		}
+	}
+	for name, f := range s.families {
+		if !now.Before(f.expires) {
+			delete(s.families, name)
+		}
+	}
 }
 
 func (s *Store) Get(_ context.Context, ns, key string) ([]byte, error) {
@@ -85,6 +119,7 @@ func (s *Store) Get(_ context.Context, ns, key string) ([]byte, error) {
 func (s *Store) Put(_ context.Context, ns, key string, value []byte, ttl time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sweep()
 	s.kv[kvKey(ns, key)] = item{value: bytes.Clone(value), expires: expiry(s.now(), ttl)}
 	return nil
 }
@@ -92,6 +127,7 @@ func (s *Store) Put(_ context.Context, ns, key string, value []byte, ttl time.Du
 func (s *Store) Create(_ context.Context, ns, key string, value []byte, ttl time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sweep()
 	k := kvKey(ns, key)
 	if _, ok := s.live(k); ok {
 		return storage.ErrAlreadyExists
@@ -122,6 +158,7 @@ func (s *Store) Delete(_ context.Context, ns, key string) error {
 func (s *Store) Incr(_ context.Context, ns, key string, window time.Duration) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sweep()
 	k := kvKey(ns, key)
 	it, ok := s.live(k)
 	if !ok {
@@ -140,6 +177,7 @@ func (s *Store) Incr(_ context.Context, ns, key string, window time.Duration) (i
 func (s *Store) Update(_ context.Context, ns, key string, ttl time.Duration, fn func([]byte) ([]byte, error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sweep()
 	k := kvKey(ns, key)
 	var old []byte
 	if it, ok := s.live(k); ok {
@@ -183,6 +221,7 @@ func (s *Store) liveFamily(name string) *family {
 func (s *Store) ApplyFamily(_ context.Context, name string, expiresAt time.Time, ops ...storage.Op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sweep()
 	f := s.liveFamily(name)
 	if f == nil {
 		f = &family{entries: map[string]storage.Entry{}}
