@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -59,6 +61,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	var (
 		requestedAt time.Time
 		challenge   string
+		formErr     error
 	)
 	if r.Method == http.MethodGet && r.URL.Query().Has("resume") {
 		challenge = r.URL.Query().Get("resume")
@@ -71,15 +74,41 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		requestedAt = p.RequestedAt
 	} else {
 		requestedAt = s.cfg.Now()
-		if err := r.ParseForm(); err == nil && (r.Form.Has("request") || r.Form.Has("request_uri")) {
+		if err := r.ParseMultipartForm(maxBody); err != nil && !errors.Is(err, http.ErrNotMultipart) {
+			s.unreadableForm(w, err)
+			return
+		}
+		if problem := loopbackProblem(r.Form.Get("redirect_uri")); problem != "" {
+			s.showError(w, http.StatusBadRequest, "Cannot sign in",
+				"The application asked to be sent back to "+strconv.Quote(truncate(r.Form.Get("redirect_uri"), 200))+
+					", which cannot be accepted: "+problem+". A loopback redirect URI is http://127.0.0.1:PORT/path or http://[::1]:PORT/path exactly as registered, with any port from 1 to 65535.")
+			return
+		}
+		if r.Form.Has("request") || r.Form.Has("request_uri") {
 			s.refuseRequestObject(w, r)
 			return
 		}
+		form, tooLong := authorizeForm(r.Form)
+		if tooLong != nil && r.Form.Has("redirect_uri") && !form.Has("redirect_uri") {
+			// Without it fosite would fall back on the registered redirect
+			// URI, and the client asked for another.
+			s.authorizeError(w, nil, tooLong)
+			return
+		}
+		// From here on fosite, the pending authorization and the grant see
+		// only what authorizeForm kept.
+		r = replay(r, form)
+		formErr = tooLong
 	}
 
 	ar, err := s.oauth.NewAuthorizeRequest(ctx, r)
 	if err == nil {
 		err = s.checkAuthorizeRequest(ar)
+	}
+	if formErr != nil {
+		// fosite ran without the oversized parameter only to learn whether
+		// the client and redirect URI can be trusted with the answer.
+		err = formErr
 	}
 	if err != nil {
 		s.authorizeError(w, ar, err)
@@ -112,6 +141,19 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 			s.metrics.stepUps.WithLabelValues(stepUpReason(next)).Inc()
 		}
 		if challenge == "" {
+			allowed, err := s.allowPending(ctx, r)
+			if err != nil {
+				s.authorizeError(w, ar, err)
+				return
+			}
+			if !allowed {
+				minutes := strconv.Itoa(int(pendingLimitWindow / time.Minute))
+				w.Header().Set("Retry-After", strconv.Itoa(int(pendingLimitWindow/time.Second)))
+				s.showError(w, http.StatusTooManyRequests, "Too many sign-ins started",
+					"Too many sign-ins were started from your network and not finished. Wait "+minutes+
+						" minutes, then start signing in again from the application.")
+				return
+			}
 			if challenge, err = s.savePending(ctx, pendingAuthorization{Form: ar.GetRequestForm(), RequestedAt: requestedAt}); err != nil {
 				s.authorizeError(w, ar, err)
 				return
@@ -154,10 +196,116 @@ func (s *Server) refuseRequestObject(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ar, err := s.oauth.NewAuthorizeRequest(r.Context(), replay(r, form))
-	if err == nil {
+	// The state may well be inside the request object, where fosite cannot
+	// see it, so its complaint about a missing or short state is not the
+	// answer. It checks the state last: by then the client and the
+	// redirect URI have passed.
+	if err == nil || errors.Is(err, fosite.ErrInvalidState) {
 		err = fosite.ErrRequestNotSupported.WithHint("Stepup does not accept request objects; send the parameters in the query.")
 	}
 	s.authorizeError(w, ar, err)
+}
+
+// unreadableForm answers an authorization request whose parameters cannot
+// be read.
+func (s *Server) unreadableForm(w http.ResponseWriter, err error) {
+	if tooLarge(err) {
+		s.showError(w, http.StatusRequestEntityTooLarge, "Cannot sign in",
+			"The application sent a sign-in request larger than this server accepts. Go back to the application and try again.")
+		return
+	}
+	s.authorizeError(w, nil, fosite.ErrInvalidRequest.WithHint(
+		"The request's parameters could not be read; send them in the query or as an application/x-www-form-urlencoded body."))
+}
+
+// authorizeParams are the parameters of an authorization request that
+// fosite or Stepup read, with the most bytes each may have (all its values
+// together). The form waits in the store while the person logs in, and is
+// kept with the grant after, so nothing else is kept and nothing is large.
+var authorizeParams = []struct {
+	name string
+	max  int
+}{
+	{"response_type", 512}, {"client_id", 512}, {"redirect_uri", 1024}, {"scope", 512}, {"state", 512},
+	{"nonce", 512}, {"code_challenge", 512}, {"code_challenge_method", 512}, {"response_mode", 512},
+	{"audience", 512}, {"prompt", 512}, {"max_age", 512}, {"acr_values", 512}, {"amr", 512},
+	{"login_hint", 512}, {"id_token_hint", 2048}, {"ui_locales", 512}, {"claims_locales", 512}, {"display", 512},
+	// Kept so that fosite answers registration_not_supported.
+	{"registration", 2048},
+}
+
+// maxAuthorizeForm bounds the kept form as it is stored, JSON-encoded:
+// escaping can make that several times the parameters' own length.
+const maxAuthorizeForm = 8 << 10
+
+// authorizeForm returns the parameters of in that authorizeParams lists.
+// When one is too long, or all of them together are, it also returns the
+// invalid_request to answer with; the form it returns then lacks the
+// oversized parameter, so that fosite can still say whether the client and
+// redirect URI are to be trusted with that answer.
+func authorizeForm(in url.Values) (url.Values, error) {
+	form := url.Values{}
+	var tooLong error
+	for _, p := range authorizeParams {
+		vs, ok := in[p.name]
+		if !ok {
+			continue
+		}
+		n := 0
+		for _, v := range vs {
+			n += len(v)
+		}
+		if n > p.max {
+			if tooLong == nil {
+				tooLong = fosite.ErrInvalidRequest.WithHintf("The %s parameter is longer than the %d bytes this server accepts.", p.name, p.max)
+			}
+			continue
+		}
+		form[p.name] = vs
+	}
+	if tooLong == nil {
+		if data, err := json.Marshal(form); err != nil || len(data) > maxAuthorizeForm {
+			tooLong = fosite.ErrInvalidRequest.WithHintf("The authorization request's parameters add up to more than the %d bytes this server accepts.", maxAuthorizeForm)
+		}
+	}
+	return form, tooLong
+}
+
+// loopbackProblem says what is wrong with a loopback redirect URI, or ""
+// when nothing is (or it is not one). fosite lets a loopback redirect URI
+// differ from the registered one in its port (RFC 8252) but compares the
+// rest after parsing, which lets through a user name before the host, a
+// percent-encoded path and ports no socket can have. The URI the client
+// gets sent back to must be the one it registered, so these are refused
+// here, on the string as sent.
+func loopbackProblem(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || !strings.EqualFold(u.Scheme, "http") {
+		return ""
+	}
+	if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsLoopback() {
+		return ""
+	}
+	switch {
+	case !strings.HasPrefix(raw, "http://"):
+		return "it must start with http:// in lower case"
+	case u.User != nil:
+		return "it has a user name before the host (the part up to @)"
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return "it has a fragment (#…)"
+	case u.EscapedPath() != u.Path:
+		return "its path uses percent-encoding or characters that need it"
+	}
+	if strings.HasSuffix(u.Host, ":") {
+		return "it has an empty port after the colon"
+	}
+	if port := u.Port(); port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
+			return "its port must be a number from 1 to 65535 without leading zeros"
+		}
+	}
+	return ""
 }
 
 // replay turns a stored authorization request back into an HTTP request.
@@ -169,6 +317,43 @@ func replay(r *http.Request, form url.Values) *http.Request {
 	r2.Body = io.NopCloser(strings.NewReader(""))
 	r2.ContentLength = 0
 	return r2
+}
+
+const (
+	pendingLimitNS = "authorize-addr"
+	// One address may start this many sign-ins per window. Each waits
+	// pendingTTL whether or not anyone comes back to it, so the limit bounds
+	// what one address keeps in the store (with maxAuthorizeForm, about
+	// 25 MiB at worst), while a busy office behind one address or a load
+	// test at 50 logins a second stays under it.
+	maxPendingPerAddress = 1000
+	pendingLimitWindow   = 10 * time.Minute
+)
+
+// allowPending counts a new pending authorization against the client's
+// address and says whether it is within maxPendingPerAddress.
+func (s *Server) allowPending(ctx context.Context, r *http.Request) (bool, error) {
+	n, err := s.store.Incr(ctx, pendingLimitNS, addressKey(clientIP(r)), pendingLimitWindow)
+	if err != nil {
+		return false, err
+	}
+	return n <= maxPendingPerAddress, nil
+}
+
+// addressKey is what the per-address limit counts by: the address, or for
+// IPv6 its /64, since one host commonly has a whole /64 to choose from.
+func addressKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.WithZone("").Unmap()
+	if a.Is6() {
+		if p, err := a.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return a.String()
 }
 
 func (s *Server) savePending(ctx context.Context, p pendingAuthorization) (string, error) {
