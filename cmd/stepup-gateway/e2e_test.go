@@ -32,6 +32,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/stepup-dev/stepup/authz"
+	"github.com/stepup-dev/stepup/internal/gateway"
 	"github.com/stepup-dev/stepup/internal/testenv"
 	"github.com/stepup-dev/stepup/internal/testserver"
 	"github.com/stepup-dev/stepup/tokens/sshca"
@@ -384,6 +385,24 @@ func sshWith(t *testing.T, opts []string, login string, command ...string) resul
 	return result{out.String(), errOut.String(), code}
 }
 
+// greeted reads what the gateway first sends on c: true for its SSH
+// banner, false when it hangs up without one.
+func greeted(t *testing.T, c net.Conn) bool {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	switch {
+	case err == nil:
+		if !strings.HasPrefix(line, "SSH-2.0-") {
+			t.Fatalf("the gateway greeted with %q", line)
+		}
+		return true
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		t.Fatal("the gateway neither greeted nor hung up within 10s")
+	}
+	return false
+}
+
 func git(t *testing.T, dir string, env []string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("git", args...)
@@ -551,6 +570,55 @@ gateway: {client_id: %s, client_secret: %q}
 		}
 		if got := sshWith(t, knownHosts(newKey(t, t.TempDir(), "other")+".pub"), service, "whoami"); got.code != 255 || !strings.Contains(got.stderr, "HOST IDENTIFICATION HAS CHANGED") {
 			t.Errorf("with another host key known: %#v", got)
+		}
+	})
+
+	t.Run("ok/idle-flood-from-one-address", func(t *testing.T) {
+		// A gateway of its own, with the defaults, so that no earlier
+		// connection from 127.0.0.1 is still being counted.
+		floodPort := strconv.Itoa(testenv.FreePort(t))
+		gw := startGateway(t, "--issuer", issuer, "--config", cfgPath, "--ssh-addr", "127.0.0.1:"+floodPort,
+			"--host-key", hostKey, "--git-root", t.TempDir())
+		// More idle sockets than the gateway has connection slots, from
+		// one address.
+		flood := make([]net.Conn, gateway.DefaultMaxConns+44)
+		for i := range flood {
+			c, err := net.DialTimeout("tcp", "127.0.0.1:"+floodPort, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			flood[i] = c
+		}
+		served := 0
+		for _, c := range flood {
+			if greeted(t, c) {
+				served++
+			}
+		}
+		if served != gateway.DefaultMaxPreAuthPerSource {
+			t.Errorf("%d of %d idle connections from one address served, want %d", served, len(flood), gateway.DefaultMaxPreAuthPerSource)
+		}
+		// The flooding address is turned away, a real login included...
+		if got := sshRun(t, floodPort, aliceKey, service, "whoami"); got.code != 255 || got.stdout != "" {
+			t.Errorf("from the flooding address: %#v", got)
+		}
+		// ...while another one gets in.
+		other := append([]string{"-o", "BindAddress=127.0.0.2"}, sshOptions(floodPort, aliceKey)...)
+		if got := sshWith(t, other, service, "whoami"); got != (result{whoami, "", 0}) {
+			t.Errorf("from 127.0.0.2: %#v", got)
+		}
+		// All those refusals came before that login, and were logged
+		// once.
+		deadline := time.Now().Add(10 * time.Second)
+		for !regexp.MustCompile(`msg="SSH connection authenticated" remote=127\.0\.0\.2:`).MatchString(gw.output()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the login from 127.0.0.2 is not in the log:\n%s", gw.output())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := strings.Count(gw.output(), "too many unauthenticated SSH connections from one source"); n != 1 {
+			t.Errorf("%d log lines about the refusals, want 1:\n%s", n, gw.output())
 		}
 	})
 

@@ -5,7 +5,8 @@
 //
 //	stepup-gateway --issuer URL --config FILE [--ssh-addr HOST:PORT]
 //	               [--http-addr HOST:PORT] [--host-key FILE] [--state-dir DIR]
-//	               [--git-root DIR]
+//	               [--git-root DIR] [--handshake-timeout D]
+//	               [--max-preauth-per-source N]
 package main
 
 import (
@@ -21,6 +22,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -47,6 +49,8 @@ type options struct {
 	sshAddr, httpAddr  string
 	hostKey, gitRoot   string
 	stateDir           string
+	handshakeTimeout   time.Duration
+	maxPreAuth         int
 }
 
 // errUsage is a flag problem the flag package has already explained.
@@ -63,6 +67,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.hostKey, "host-key", "", "OpenSSH private host key `file` (default: ssh_host_ed25519_key in --state-dir, created on first start)")
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` kept across restarts, for the host key (default: $STATE_DIRECTORY, else $XDG_STATE_HOME/stepup-gateway, else ~/.local/state/stepup-gateway)")
 	fs.StringVar(&o.gitRoot, "git-root", filepath.Join(os.TempDir(), "stepup-gateway-git"), "`directory` of the services' git repositories")
+	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", gateway.DefaultHandshakeTimeout, "how long a connection may take to authenticate before it is closed")
+	fs.IntVar(&o.maxPreAuth, "max-preauth-per-source", gateway.DefaultMaxPreAuthPerSource,
+		fmt.Sprintf("unauthenticated connections one address (an IPv6 /64) may have open; more are closed at once. Behind a proxy that hides clients' addresses, raise it to %d (all connections) to turn it off", gateway.DefaultMaxConns))
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
@@ -72,6 +79,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "stepup-gateway takes no arguments, got %q\n", fs.Args())
 		fs.Usage()
+		return o, errUsage
+	}
+	if o.handshakeTimeout <= 0 || o.maxPreAuth <= 0 {
+		fmt.Fprintln(stderr, "stepup-gateway: --handshake-timeout and --max-preauth-per-source must be positive")
 		return o, errUsage
 	}
 	return o, nil
@@ -101,6 +112,7 @@ func run(args []string, stderr io.Writer) error {
 		Issuer:   issuer,
 		Services: file.services, ClientID: file.clientID, ClientSecret: file.clientSecret,
 		HostKey: hostKey, GitRoot: o.gitRoot, Logger: log,
+		HandshakeTimeout: o.handshakeTimeout, MaxPreAuthPerSource: o.maxPreAuth,
 	})
 	if err != nil {
 		return err

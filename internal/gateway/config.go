@@ -19,12 +19,23 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultHandshakeTimeout = 30 * time.Second
+	// DefaultHandshakeTimeout bounds the time from accepting a connection
+	// to its authentication (banner, key exchange, user auth), as OpenSSH's
+	// LoginGraceTime does: a real client needs well under a second, and
+	// whoever holds a socket open without authenticating holds a
+	// connection slot.
+	DefaultHandshakeTimeout = 10 * time.Second
 	// DefaultIdleTimeout closes a connection on which nothing was read or
 	// written for this long: git keeps data flowing both ways, so only a
 	// stuck or abandoned client ever reaches it.
 	DefaultIdleTimeout = 10 * time.Minute
 	DefaultMaxConns    = 256
+	// DefaultMaxPreAuthPerSource is how many connections from one source
+	// address may be unauthenticated at once (as OpenSSH's
+	// PerSourceMaxStartups). Real clients are in that state for
+	// milliseconds, so a few suffice even behind a NAT, and one address
+	// holding idle sockets takes at most this many of the MaxConns slots.
+	DefaultMaxPreAuthPerSource = 8
 	// DefaultMaxSessions per connection: git and ssh use one; OpenSSH's
 	// multiplexing a few.
 	DefaultMaxSessions = 8
@@ -57,12 +68,20 @@ type Config struct {
 	// HTTPClient reaches the server. Default: a client with a 10 s timeout.
 	HTTPClient *http.Client
 
-	HandshakeTimeout time.Duration // DefaultHandshakeTimeout
+	HandshakeTimeout time.Duration // DefaultHandshakeTimeout, from accept to authenticated
 	IdleTimeout      time.Duration // DefaultIdleTimeout
 	MaxConns         int           // DefaultMaxConns, open at once
-	MaxSessions      int           // DefaultMaxSessions, per connection
-	DecideTimeout    time.Duration // DefaultDecideTimeout
-	ShutdownGrace    time.Duration // DefaultShutdownGrace
+	// MaxPreAuthPerSource bounds the connections from one source that have
+	// not authenticated yet; more are closed as soon as they are accepted,
+	// before they take one of the MaxConns slots. A source is an IPv4
+	// address or an IPv6 /64 (what one host is usually given). Behind a
+	// proxy that hides clients' addresses everyone is one source: set it
+	// to MaxConns there to turn the limit off. Default
+	// DefaultMaxPreAuthPerSource.
+	MaxPreAuthPerSource int
+	MaxSessions         int           // DefaultMaxSessions, per connection
+	DecideTimeout       time.Duration // DefaultDecideTimeout
+	ShutdownGrace       time.Duration // DefaultShutdownGrace
 	// TrustRefresh and TrustMinRefetch pace the CA list fetches; AccessTTL
 	// is how long access answers are reused. See packages trust and access.
 	TrustRefresh    time.Duration
@@ -109,6 +128,9 @@ func (c Config) withDefaults() Config {
 	def(&c.ShutdownGrace, DefaultShutdownGrace)
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxPreAuthPerSource == 0 {
+		c.MaxPreAuthPerSource = DefaultMaxPreAuthPerSource
 	}
 	if c.MaxSessions == 0 {
 		c.MaxSessions = DefaultMaxSessions
@@ -159,8 +181,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("gateway: %s must not be negative, got %v", d.name, d.v))
 		}
 	}
-	if c.MaxConns < 0 || c.MaxSessions < 0 {
-		errs = append(errs, errors.New("gateway: MaxConns and MaxSessions must not be negative"))
+	if c.MaxConns < 0 || c.MaxPreAuthPerSource < 0 || c.MaxSessions < 0 {
+		errs = append(errs, errors.New("gateway: MaxConns, MaxPreAuthPerSource and MaxSessions must not be negative"))
 	}
 	return errors.Join(errs...)
 }

@@ -40,7 +40,10 @@ type Server struct {
 	access  accessLookup
 	repos   *gitrepo.Repos
 
-	slots chan struct{} // one per open connection, up to MaxConns
+	slots   chan struct{} // one per open connection, up to MaxConns
+	preAuth *preAuth      // unauthenticated connections per source
+	// Refusals of new connections, logged sparingly: they come in floods.
+	tooManyFromSource, tooMany *refusalLog
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -84,7 +87,11 @@ func New(cfg Config) (*Server, error) {
 		repos:   &gitrepo.Repos{Root: cfg.GitRoot},
 		checker: &ssh.CertChecker{IsUserAuthority: tc.IsUserAuthority, Clock: cfg.Now},
 		slots:   make(chan struct{}, cfg.MaxConns),
+		preAuth: newPreAuth(cfg.MaxPreAuthPerSource),
 		conns:   map[*conn]struct{}{},
+		tooManyFromSource: newRefusalLog(cfg.Logger, refusalLogEvery,
+			"too many unauthenticated SSH connections from one source; closing new ones from it", "max_per_source", cfg.MaxPreAuthPerSource),
+		tooMany: newRefusalLog(cfg.Logger, refusalLogEvery, "too many SSH connections; closing new ones", "max", cfg.MaxConns),
 	}
 	s.sshCfg = &ssh.ServerConfig{
 		PublicKeyCallback: s.authenticate,
@@ -152,14 +159,23 @@ func (s *Server) accept(ctx context.Context, l net.Listener) error {
 			continue
 		}
 		backoff = 0
-		select {
-		case s.slots <- struct{}{}:
-		default:
-			s.log.Warn("too many SSH connections; closing a new one", "remote", raw.RemoteAddr().String(), "max", s.cfg.MaxConns)
+		// The source's own limit first, so that a source over it is
+		// turned away without touching the slots everyone else needs.
+		src := sourceOf(raw.RemoteAddr())
+		if !s.preAuth.enter(src) {
+			s.tooManyFromSource.refused(raw.RemoteAddr(), src)
 			_ = raw.Close()
 			continue
 		}
-		c := &conn{raw: raw, max: s.cfg.MaxSessions}
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			s.preAuth.leave(src)
+			s.tooMany.refused(raw.RemoteAddr(), src)
+			_ = raw.Close()
+			continue
+		}
+		c := &conn{raw: raw, source: src, max: s.cfg.MaxSessions}
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
@@ -176,6 +192,8 @@ func (s *Server) accept(ctx context.Context, l net.Listener) error {
 }
 
 func (s *Server) shutdown() {
+	s.tooManyFromSource.close()
+	s.tooMany.close()
 	s.mu.Lock()
 	for c := range s.conns {
 		c.drain()
@@ -201,8 +219,9 @@ func (s *Server) shutdown() {
 // conn is one client connection and its running sessions, so that a
 // shutdown can close idle connections at once and busy ones when done.
 type conn struct {
-	raw net.Conn
-	max int
+	raw    net.Conn
+	source source // counted in preAuth until authenticated
+	max    int
 
 	mu       sync.Mutex
 	sessions int
@@ -245,8 +264,12 @@ func (s *Server) serveConn(c *conn) {
 	defer c.raw.Close()
 	remote := c.raw.RemoteAddr().String()
 	nc := &idleConn{Conn: c.raw, idle: s.cfg.IdleTimeout}
+	// One deadline for banner, key exchange and authentication together:
+	// a client trickling bytes cannot stretch it.
 	_ = c.raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	sconn, chans, reqs, err := ssh.NewServerConn(nc, s.sshCfg)
+	// Authenticated, or gone: either way no longer waiting at the door.
+	s.preAuth.leave(c.source)
 	if err != nil {
 		s.log.Debug("SSH handshake failed", "remote", remote, "err", err)
 		return

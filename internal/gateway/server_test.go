@@ -215,6 +215,7 @@ func userKey(t *testing.T) ssh.Signer {
 type testGateway struct {
 	Addr  string
 	Clock *clock
+	srv   *Server
 	stop  func()
 }
 
@@ -266,7 +267,7 @@ func startGateway(t *testing.T, f *fakeIssuer, clk *clock, mutate func(*Config))
 		c.Close()
 		t.Fatal("a plain key was accepted")
 	}
-	return &testGateway{Addr: ln.Addr().String(), Clock: clk, stop: stop}
+	return &testGateway{Addr: ln.Addr().String(), Clock: clk, srv: srv, stop: stop}
 }
 
 func dial(addr, user string, signer ssh.Signer) (*ssh.Client, error) {
