@@ -2,7 +2,8 @@ package main
 
 // stepup-gateway principals is the AuthorizedPrincipalsCommand of an
 // ordinary OpenSSH server that trusts Stepup's user CA (TrustedUserCAKeys):
-// it lets a certificate in only when its amr satisfies one organization's
+// it lets a certificate in only when one of the CAs the server lists at
+// GET /ssh/authority signed it and its amr satisfies one organization's
 // policy, so plain sshd hosts get the same step-up rule as the gateway.
 //
 // sshd runs it for every certificate offered, with the account being logged
@@ -21,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -32,6 +34,7 @@ import (
 
 	"github.com/stepup-dev/stepup/internal/config"
 	"github.com/stepup-dev/stepup/internal/gateway/access"
+	"github.com/stepup-dev/stepup/internal/gateway/trust"
 	"github.com/stepup-dev/stepup/tokens"
 	"github.com/stepup-dev/stepup/tokens/sshca"
 )
@@ -131,7 +134,8 @@ func runPrincipals(ctx context.Context, args []string, env func(string) (string,
 // critical options, and must not be used where sshd does not: sshd checks
 // the signature as it parses a certificate, runs the command only for one
 // signed by a key in TrustedUserCAKeys, and checks validity and options
-// itself afterwards.
+// itself afterwards. Which key that was, it checks itself: TrustedUserCAKeys
+// may hold more than Stepup's.
 func judge(ctx context.Context, o principalsOptions, env func(string) (string, bool), now func() time.Time) (principal, refusal string, err error) {
 	file, err := readClientConfig(o.configPath, env)
 	if err != nil {
@@ -171,6 +175,14 @@ func judge(ctx context.Context, o principalsOptions, env func(string) (string, b
 	if !slices.Contains(cert.ValidPrincipals, o.account) {
 		return "", fmt.Sprintf("refused %s: it is for %q, not for that account", what, cert.ValidPrincipals), nil
 	}
+	// sshd admits a certificate from any key in TrustedUserCAKeys, which
+	// may list authorities other than Stepup's; their certificates can
+	// carry whatever claims their signer wrote. The checks above only
+	// refuse; from here on the certificate is believed, so it must be
+	// signed by a key the server lists as its own.
+	if refusal, err := checkAuthority(ctx, issuer, cert, what, now); refusal != "" || err != nil {
+		return "", refusal, err
+	}
 	claims, _, err := sshca.ParseClaims(cert, domain)
 	if err != nil {
 		return "", fmt.Sprintf("refused %s: not a certificate from %s: %v", what, issuer, err), nil
@@ -197,6 +209,26 @@ func judge(ctx context.Context, o principalsOptions, env func(string) (string, b
 		return "", fmt.Sprintf("refused %s: organization %q requires more authentication: %s", what, o.org, missing.Describe("; ")), nil
 	}
 	return o.account, "", nil
+}
+
+// checkAuthority refuses cert unless its signing key is one of the SSH
+// certificate authorities the server at issuer lists (GET /ssh/authority),
+// the list the gateway trusts too. Without the list there is no answer.
+func checkAuthority(ctx context.Context, issuer string, cert *ssh.Certificate, what string, now func() time.Time) (refusal string, err error) {
+	// Warnings about entries that do not parse are the gateway's to log;
+	// here such an entry simply trusts nothing.
+	authorities, err := trust.New(trust.Config{Issuer: issuer, Now: now, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return "", err
+	}
+	if err := authorities.Refresh(ctx); err != nil {
+		return "", fmt.Errorf("no answer for %s: the SSH certificate authorities: %w", what, err)
+	}
+	if !authorities.IsUserAuthority(cert.SignatureKey) {
+		return fmt.Sprintf("refused %s: signed by %s %s, which is not one of the %d SSH certificate authorities %s lists",
+			what, cert.SignatureKey.Type(), ssh.FingerprintSHA256(cert.SignatureKey), authorities.Len(), issuer), nil
+	}
+	return "", nil
 }
 
 // clientSettings are what the command needs from the config file.

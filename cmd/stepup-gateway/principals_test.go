@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -32,13 +33,17 @@ import (
 )
 
 // fakeIssuer is the little of a Stepup server the principals command
-// talks to: the token endpoint (client credentials) and the access API.
+// talks to: the SSH authority list, the token endpoint (client
+// credentials) and the access API.
 type fakeIssuer struct {
 	*httptest.Server
-	mu      sync.Mutex
-	answers map[string]string // "org/user id" → the access answer's JSON
-	status  int               // of the access API; 0 is 200
-	lookups atomic.Int32
+	mu              sync.Mutex
+	authorities     []string          // GET /ssh/authority
+	authorityStatus int               // of GET /ssh/authority; 0 is 200
+	answers         map[string]string // "org/user id" → the access answer's JSON
+	status          int               // of the access API; 0 is 200
+	lookups         atomic.Int32
+	authorityCalls  atomic.Int32
 }
 
 const fakeToken = "gateway-token"
@@ -47,6 +52,17 @@ func newFakeIssuer(t *testing.T) *fakeIssuer {
 	t.Helper()
 	f := &fakeIssuer{answers: map[string]string{}}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ssh/authority", func(w http.ResponseWriter, _ *http.Request) {
+		f.authorityCalls.Add(1)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if f.authorityStatus != 0 {
+			w.WriteHeader(f.authorityStatus)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string][]string{"authorities": f.authorities})
+	})
 	mux.HandleFunc("POST /oauth2/token", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		if id, secret, _ := r.BasicAuth(); id != gatewayID || secret != gatewaySecret || r.FormValue("grant_type") != "client_credentials" {
@@ -80,6 +96,13 @@ func newFakeIssuer(t *testing.T) *fakeIssuer {
 	f.Server = httptest.NewServer(mux)
 	t.Cleanup(f.Close)
 	return f
+}
+
+// trust lists ca at GET /ssh/authority.
+func (f *fakeIssuer) trust(ca testCA) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.authorities = append(f.authorities, strings.TrimSpace(ca.authorizedKey()))
 }
 
 // member makes userID a member of org with requirements (JSON).
@@ -184,6 +207,7 @@ func runPrincipalsCmd(args ...string) principalsRun {
 func TestPrincipals(t *testing.T) {
 	f := newFakeIssuer(t)
 	ca := newTestCA(t, f.domain(t))
+	f.trust(ca)
 	f.member("acme", "u_alice", `{"amr": ["mfa"], "max_age": 3600}`)
 	f.member("acme", "u_carol", `{"amr": ["mfa", "sso:acme"]}`)
 	cfg := writeGatewayConfig(t, f.URL)
@@ -197,6 +221,10 @@ func TestPrincipals(t *testing.T) {
 		t.Fatal(err)
 	}
 	otherDomain := newTestCA(t, "id.example.com")
+	f.trust(otherDomain) // so that it is the domain that is wrong
+	// A CA that sshd may trust beside Stepup's (TrustedUserCAKeys takes
+	// several), writing claims for Stepup's domain.
+	rogue := newTestCA(t, f.domain(t))
 
 	for _, tc := range []struct {
 		name    string
@@ -223,6 +251,9 @@ func TestPrincipals(t *testing.T) {
 		{"fail/plain-key", "alice", sshdArgs(key), exitDecided, []string{"refused a plain ssh-ed25519 key", "only certificates"}, 0},
 		{"fail/other-domain", "alice", sshdArgs(otherDomain.sign(t, key, "alice", "u_alice", now, "pwd", "otp", "mfa")), exitDecided,
 			[]string{"not a certificate from " + f.URL, "token-claims@" + f.domain(t)}, 0},
+		{"fail/another-ca", "alice", sshdArgs(rogue.sign(t, key, "alice", "u_alice", now, "pwd", "otp", "mfa")), exitDecided,
+			[]string{`refused certificate ID "u_alice"`, `account "alice": signed by ssh-ed25519 ` + ssh.FingerprintSHA256(rogue.signer.PublicKey()),
+				"not one of the 2 SSH certificate authorities " + f.URL + " lists"}, 0},
 		{"fail/not-base64", "alice", []string{withMFA.Type(), "%%not base64%%"}, exitFailed, []string{"not base64", "%u %t %k"}, 0},
 		{"fail/not-a-key", "alice", []string{withMFA.Type(), base64.StdEncoding.EncodeToString([]byte("junk"))}, exitFailed, []string{"not an SSH key"}, 0},
 		{"fail/arguments-swapped", "alice", []string{sshdArgs(withMFA)[1], withMFA.Type()}, exitFailed, []string{"not base64"}, 0},
@@ -256,6 +287,44 @@ func TestPrincipals(t *testing.T) {
 	}
 
 	good := append([]string{"alice"}, sshdArgs(withMFA)...)
+	t.Run("ok/one-fetch-of-the-authorities", func(t *testing.T) {
+		// A certificate from an unknown CA does not make the cache ask
+		// again, as the gateway would a little later.
+		before := f.authorityCalls.Load()
+		rogueArgs := append([]string{"alice"}, sshdArgs(rogue.sign(t, key, "alice", "u_alice", now, "pwd", "otp", "mfa"))...)
+		for _, args := range [][]string{good, rogueArgs} {
+			runPrincipalsCmd(append([]string{"--config", cfg, "--org", "acme", "--syslog=false"}, args...)...)
+		}
+		if n := f.authorityCalls.Load() - before; n != 2 {
+			t.Errorf("%d fetches of the authorities for two runs, want 2", n)
+		}
+	})
+	t.Run("fail/authorities-unavailable", func(t *testing.T) {
+		f.mu.Lock()
+		f.authorityStatus = http.StatusServiceUnavailable
+		f.mu.Unlock()
+		defer func() { f.mu.Lock(); f.authorityStatus = 0; f.mu.Unlock() }()
+		before := f.lookups.Load()
+		got := runPrincipalsCmd(append([]string{"--config", cfg, "--org", "acme", "--syslog=false"}, good...)...)
+		if got.code != exitFailed || got.stdout != "" || !strings.Contains(got.stderr, "no answer for certificate") ||
+			!strings.Contains(got.stderr, "SSH certificate authorities") || !strings.Contains(got.stderr, "503") {
+			t.Fatalf("%+v", got)
+		}
+		if n := f.lookups.Load() - before; n != 0 {
+			t.Errorf("%d access lookups without the authorities", n)
+		}
+	})
+	t.Run("fail/no-authorities-listed", func(t *testing.T) {
+		f.mu.Lock()
+		saved := f.authorities
+		f.authorities = nil
+		f.mu.Unlock()
+		defer func() { f.mu.Lock(); f.authorities = saved; f.mu.Unlock() }()
+		got := runPrincipalsCmd(append([]string{"--config", cfg, "--org", "acme", "--syslog=false"}, good...)...)
+		if got.code != exitDecided || got.stdout != "" || !strings.Contains(got.stderr, "not one of the 0 SSH certificate authorities") {
+			t.Fatalf("%+v", got)
+		}
+	})
 	t.Run("fail/server-error", func(t *testing.T) {
 		f.mu.Lock()
 		f.status = http.StatusServiceUnavailable
@@ -309,6 +378,7 @@ func TestPrincipalsSyslog(t *testing.T) {
 
 	f := newFakeIssuer(t)
 	ca := newTestCA(t, f.domain(t))
+	f.trust(ca)
 	f.member("acme", "u_alice", `{"amr": ["mfa"]}`)
 	cfg := writeGatewayConfig(t, f.URL)
 	key := newUserKey(t)
@@ -345,6 +415,7 @@ func TestPrincipalsSyslog(t *testing.T) {
 func TestPrincipalsRefusesToStart(t *testing.T) {
 	f := newFakeIssuer(t)
 	ca := newTestCA(t, f.domain(t))
+	f.trust(ca)
 	f.member("acme", "u_alice", `{"amr": []}`)
 	cfg := writeGatewayConfig(t, f.URL)
 	good := append([]string{"alice"}, sshdArgs(ca.sign(t, newUserKey(t), "alice", "u_alice", time.Now(), "pwd"))...)
@@ -400,6 +471,7 @@ func TestPrincipalsWithSSHD(t *testing.T) {
 	}
 	f := newFakeIssuer(t)
 	ca := newTestCA(t, f.domain(t))
+	f.trust(ca)
 	f.member("acme", "u_me", `{"amr": ["mfa"]}`)
 	f.member("acme", "u_alice", `{"amr": ["mfa"]}`)
 
@@ -414,7 +486,10 @@ func TestPrincipalsWithSSHD(t *testing.T) {
 	// As README has it, less syslog: the reasons are to be found in
 	// sshd's log, which with -e is its standard error and the command's.
 	command := strings.Join([]string{bin, "principals", "--config", writeGatewayConfig(t, f.URL), "--org", "acme", "--syslog=false", "%u", "%t", "%k"}, " ")
-	addr := startPrincipalsSSHD(t, ca.authorizedKey(), command, me.Username, logPath)
+	// sshd trusts a second CA beside Stepup's, as a host may; only the
+	// command keeps its certificates from passing for Stepup's.
+	rogue := newTestCA(t, f.domain(t))
+	addr := startPrincipalsSSHD(t, ca.authorizedKey()+rogue.authorizedKey(), command, me.Username, logPath)
 
 	// The certificates are kept apart from the key, so that ssh presents
 	// only the one it is given.
@@ -438,6 +513,7 @@ func TestPrincipalsWithSSHD(t *testing.T) {
 	enough := certFile("enough", ca.sign(t, pub, me.Username, "u_me", now, "pwd", "otp", "mfa"))
 	passwordOnly := certFile("password-only", ca.sign(t, pub, me.Username, "u_me", now, "pwd"))
 	alice := certFile("alice", ca.sign(t, pub, "alice", "u_alice", now, "pwd", "otp", "mfa"))
+	forged := certFile("forged", rogue.sign(t, pub, me.Username, "u_me", now, "pwd", "otp", "mfa"))
 
 	t.Run("ok/amr-satisfies-the-org", func(t *testing.T) {
 		stdout, stderr, err := testenv.SSH(t, addr, key, enough, me.Username, "echo", "ok")
@@ -452,6 +528,16 @@ func TestPrincipalsWithSSHD(t *testing.T) {
 		}
 		waitForLog(t, logPath,
 			fmt.Sprintf(`stepup-gateway principals: refused certificate ID "u_me" (serial %d) for account %q: organization "acme" requires more authentication: Multi-factor authentication (MFA)`+"\n", serialOf(t, passwordOnly), me.Username),
+			"Certificate does not contain an authorized principal")
+	})
+	t.Run("fail/another-ca-sshd-trusts", func(t *testing.T) {
+		stdout, stderr, err := testenv.SSH(t, addr, key, forged, me.Username, "echo", "ok")
+		if err == nil || stdout != "" || !strings.Contains(stderr, "Permission denied") {
+			t.Fatalf("ssh: %v, stdout %q, stderr %q\nsshd log:\n%s", err, stdout, stderr, readLog(logPath))
+		}
+		waitForLog(t, logPath,
+			fmt.Sprintf(`stepup-gateway principals: refused certificate ID "u_me" (serial %d) for account %q: signed by ssh-ed25519 %s, which is not one of the 1 SSH certificate authorities %s lists`,
+				serialOf(t, forged), me.Username, ssh.FingerprintSHA256(rogue.signer.PublicKey()), f.URL),
 			"Certificate does not contain an authorized principal")
 	})
 	t.Run("fail/someone-elses-account", func(t *testing.T) {
