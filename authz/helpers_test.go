@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -109,10 +110,41 @@ func newTestServer(t testing.TB, mutate func(*authz.Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.Config.Handler = srv.Handler()
+	ts.Config.Handler = fakeClientAddr(srv.Handler())
 	ts.Start()
 	t.Cleanup(ts.Close)
 	return ts
+}
+
+// testClientHeader, on a request to a test server, stands in for the
+// client's address: every test client comes from 127.0.0.1, and the
+// per-address throttles need others.
+const testClientHeader = "X-Test-Client-Addr"
+
+func fakeClientAddr(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a := r.Header.Get(testClientHeader); a != "" {
+			r.RemoteAddr = net.JoinHostPort(a, "40000")
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// from makes every request of b come from addr, as the server sees it.
+func (b *browser) from(addr string) *browser {
+	b.client.Transport = addrTransport{addr: addr, next: b.client.Transport}
+	return b
+}
+
+type addrTransport struct {
+	addr string
+	next http.RoundTripper
+}
+
+func (t addrTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(testClientHeader, t.addr)
+	return t.next.RoundTrip(r)
 }
 
 // browser is a cookie-keeping HTTP client that stops at redirects leaving

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/stepup-dev/stepup/tokens"
 )
@@ -39,10 +38,7 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-const (
-	throttleNS       = "login-fail"
-	maxCredentialLen = 1024
-)
+const maxCredentialLen = 1024
 
 func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
@@ -64,33 +60,23 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// Every attempt counts against the account before the password is
-	// checked, so parallel guesses cannot slip past the limit; a success
-	// clears the count. Per address, only failures count.
-	account, addr := "acct:"+strings.ToLower(username), "addr:"+clientIP(r)
-	attempts, err := s.store.Incr(ctx, throttleNS, account, s.cfg.FailureWindow)
-	if err != nil {
-		s.authorizeError(w, nil, err)
-		return
-	}
-	addrFailures, err := counter(ctx, s.store, throttleNS, addr)
-	if err != nil {
-		s.authorizeError(w, nil, err)
-		return
-	}
-	if attempts > int64(s.cfg.MaxFailuresPerAccount) || addrFailures >= int64(s.cfg.MaxFailuresPerAddress) {
-		page.Error = "Too many failed sign-in attempts. Wait " + s.cfg.FailureWindow.String() + " and try again."
+	if refusal, err := s.loginThrottle.admit(ctx, w, r, username); err != nil || refusal != "" {
+		if err != nil {
+			s.authorizeError(w, nil, err)
+			return
+		}
+		page.Error = refusal
 		s.render(w, s.pages.login, http.StatusTooManyRequests, page)
 		return
 	}
 	user, ok := s.users.authenticate(username, password)
 	if !ok {
-		_, _ = s.store.Incr(ctx, throttleNS, addr, s.cfg.FailureWindow)
+		s.loginThrottle.failed(ctx, r, username)
 		page.Error = "Incorrect username or password."
 		s.render(w, s.pages.login, http.StatusUnauthorized, page)
 		return
 	}
-	_ = s.store.Delete(ctx, throttleNS, account)
+	s.loginThrottle.succeeded(ctx, w, r, username, user.ID)
 
 	ls, oldID, err := s.sessions.get(ctx, r)
 	if err != nil {
@@ -202,7 +188,7 @@ func codeError(err error) (status int, msg string, ok bool) {
 	var te throttledError
 	switch {
 	case errors.As(err, &te):
-		return http.StatusTooManyRequests, "Too many wrong codes. Try again in " + te.wait.Round(time.Second).String() + ".", true
+		return http.StatusTooManyRequests, "Too many wrong codes. Try again in " + humanDuration(te.wait) + ".", true
 	case errors.Is(err, errCodeMalformed):
 		return http.StatusBadRequest, "Enter the 6-digit code from your authenticator app, or one of your recovery codes.", true
 	case errors.Is(err, errCodeWrong):

@@ -149,3 +149,75 @@ func TestAuthorizeByPOSTAndRequestObjects(t *testing.T) {
 		t.Fatalf("request object: %s", back)
 	}
 }
+
+// TestLoginThrottleCannotLockTheOwnerOut: wrong passwords from one address
+// lock out that address, not the owner elsewhere; a guesser with many
+// addresses slows the account down for strangers, while the owner's own
+// browser signs in at once; and the waits are said in words.
+func TestLoginThrottleCannotLockTheOwnerOut(t *testing.T) {
+	ts := newTestServer(t, func(c *authz.Config) { c.MaxFailuresPerAccount, c.MaxFailuresPerAddress = 3, 50 })
+
+	// The owner has signed in from their laptop before.
+	laptop := newBrowser(t, ts.Issuer).from("203.0.113.7")
+	if r := laptop.login(loginPage(t, ts, laptop), "alice", alicePassword); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the owner's first sign-in: %d", r.StatusCode)
+	}
+
+	attacker := newBrowser(t, ts.Issuer).from("198.51.100.1")
+	p := loginPage(t, ts, attacker)
+	for i := range 3 {
+		if r := attacker.login(p, "alice", "wrong"); r.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("guess %d: %d", i+1, r.StatusCode)
+		}
+	}
+	r := attacker.login(p, "alice", alicePassword)
+	if r.StatusCode != http.StatusTooManyRequests || !strings.Contains(r.Body, "Wait 15 minutes and try again.") {
+		t.Fatalf("the guesser's address after 3 failures: %d %s", r.StatusCode, r.Body)
+	}
+	// The owner, from a new browser at another address, is not locked out.
+	phone := newBrowser(t, ts.Issuer).from("192.0.2.44")
+	if r := phone.login(loginPage(t, ts, phone), "alice", alicePassword); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the owner from another address: %d %s", r.StatusCode, r.Body)
+	}
+
+	// Now a guesser with many addresses: 3 tries from each of 4, past the
+	// account-wide threshold (4 × 3).
+	for n := range 4 {
+		b := newBrowser(t, ts.Issuer).from("198.51.100." + string(rune('2'+n)))
+		pg := loginPage(t, ts, b)
+		for range 3 {
+			b.login(pg, "alice", "wrong")
+		}
+	}
+	// The guessers' last slot (a second or two) runs out; fosite allows an
+	// auth_time 5 s ahead of the real clock, so the test clock may move on
+	// that far.
+	ts.Clock.Advance(3 * time.Second)
+	// A stranger's browser gets one attempt per slot, the slot now being
+	// 2 s or more...
+	stranger := newBrowser(t, ts.Issuer).from("198.51.100.9")
+	sp := loginPage(t, ts, stranger)
+	if r := stranger.login(sp, "alice", "wrong"); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the first attempt in a slot: %d %s", r.StatusCode, r.Body)
+	}
+	start := time.Now()
+	r = stranger.login(sp, "alice", "wrong")
+	if time.Since(start) < time.Second && (r.StatusCode != http.StatusTooManyRequests || !strings.Contains(r.Body, "slowed down") ||
+		!strings.Contains(r.Body, " seconds and try again")) {
+		t.Fatalf("a second attempt in the same slot: %d %s", r.StatusCode, r.Body)
+	}
+	// ...while the owner's laptop signs in at once.
+	lp := laptop.get(cliConfig(ts.Issuer, "53682").AuthCodeURL("state-0123456789",
+		oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("prompt", "login")))
+	if r := laptop.login(lp, "alice", alicePassword); r.StatusCode != http.StatusSeeOther || redirectOf(t, r).Query().Get("code") == "" {
+		t.Fatalf("the owner's known browser during the attack: %d %s", r.StatusCode, r.Body)
+	}
+	// A made-up device cookie is no pass.
+	forged := newBrowser(t, ts.Issuer).from("198.51.100.10")
+	u, _ := url.Parse(ts.Issuer)
+	forged.client.Jar.SetCookies(u, []*http.Cookie{{Name: "stepup_device", Value: strings.Repeat("A", 43)}})
+	fp := loginPage(t, ts, forged)
+	if r := forged.login(fp, "alice", "wrong"); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a forged device cookie during the attack: %d", r.StatusCode)
+	}
+}

@@ -128,7 +128,7 @@ var (
 type throttledError struct{ wait time.Duration }
 
 func (e throttledError) Error() string {
-	return "too many wrong codes: try again in " + e.wait.Round(time.Second).String()
+	return "too many wrong codes: try again in " + humanDuration(e.wait)
 }
 
 // confirmSetup enables MFA if code matches the pending secret, and returns

@@ -77,8 +77,11 @@ type Config struct {
 	// may ask for at creation.
 	APITokenTTL time.Duration // 90 days
 
-	// Failed logins allowed per account and per client address within
-	// FailureWindow before further attempts are refused.
+	// Failed logins allowed per account from one client address, and per
+	// client address for all accounts, within FailureWindow before further
+	// attempts are refused. Past four times MaxFailuresPerAccount from all
+	// addresses, an account's sign-ins are slowed to one at a time (up to a
+	// minute apart) except from browsers that signed in to it before.
 	MaxFailuresPerAccount int           // 5
 	MaxFailuresPerAddress int           // 50
 	FailureWindow         time.Duration // 15m
@@ -190,10 +193,12 @@ type Server struct {
 	clients  *clientDirectory
 	users    *userDirectory
 	sessions *sessionStore
-	mfa      *secondFactors
-	ssh      *sshAuthority
-	sso      *upstreams
-	pages    *pages
+	// loginThrottle guards the password form.
+	loginThrottle *loginThrottle
+	mfa           *secondFactors
+	ssh           *sshAuthority
+	sso           *upstreams
+	pages         *pages
 	// csrfKey and the token HMAC key are derived from the secret, each for
 	// one purpose.
 	csrfKey []byte
@@ -244,6 +249,10 @@ func New(cfg Config) (*Server, error) {
 	s.keys = newKeyManager(cfg.Store, box, algs, cfg.KeyRotation, retain, cfg.Now)
 	s.grants = &grantStore{grants: cfg.Store, clients: s.clients, refreshTTL: cfg.RefreshTokenTTL, now: cfg.Now}
 	s.sessions = &sessionStore{kv: cfg.Store, ttl: cfg.SessionTTL, now: cfg.Now, secure: issuer.Scheme == "https"}
+	s.loginThrottle = &loginThrottle{kv: cfg.Store, window: cfg.FailureWindow,
+		perPair: int64(cfg.MaxFailuresPerAccount), perAddress: int64(cfg.MaxFailuresPerAddress),
+		backoffAfter: 4 * int64(cfg.MaxFailuresPerAccount), maxBackoff: time.Minute,
+		deviceKey: derive(cfg.Secret, "device cookie"), secure: issuer.Scheme == "https"}
 	// A rotated CA stays trusted a day: longer than any certificate (an
 	// hour) plus any gateway's cache of the authority list.
 	s.ssh = newSSHAuthority(cfg.Store, box, issuer.Hostname(), cfg.SSHCARotation, 24*time.Hour, cfg.Now)
