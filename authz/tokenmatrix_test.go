@@ -1,14 +1,21 @@
 package authz_test
 
 import (
+	"cmp"
 	"encoding/json"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 
 	"github.com/stepup-dev/stepup/authz"
+	"github.com/stepup-dev/stepup/authz/storage/memory"
+	"github.com/stepup-dev/stepup/internal/gateway"
 )
 
 const (
@@ -90,42 +97,61 @@ func TestTokenMatrix(t *testing.T) {
 		{"revoked", revoked.AccessToken},
 		{"none", ""},
 	}
+	// The reference resource server, stepup-gateway's HTTP API, on the same
+	// tokens: it checks them offline against the JWKS and asks the server's
+	// access API (with its own client credentials) about membership.
+	gw, err := gateway.New(gateway.Config{Issuer: ts.Issuer, Services: map[string]string{"svc": "team"},
+		ClientID: svcClient, ClientSecret: svcSecret, GitRoot: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwAPI, err := gw.HTTPHandler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwServer := httptest.NewServer(gwAPI)
+	t.Cleanup(gwServer.Close)
+
 	key := keyBody(userKey(t))
 	endpoints := []struct {
 		name, method, path string
 		body               any
+		base               string // default ts.Issuer
 	}{
-		{"me", "GET", "/api/me", nil},
-		{"create-api-token", "POST", "/api/me/api-tokens", map[string]any{"name": "more"}},
-		{"list-api-tokens", "GET", "/api/me/api-tokens", nil},
-		{"org", "GET", "/api/orgs/team", nil},
-		{"members", "GET", "/api/orgs/team/members", nil},
-		{"org-security", "PATCH", "/api/orgs/team/security", map[string]any{"sso_provider": ""}},
-		{"access", "GET", "/api/orgs/team/access/u_alice", nil},
-		{"userinfo", "GET", "/oauth2/userinfo", nil},
-		{"ssh", "POST", "/ssh", json.RawMessage(key)},
+		{"me", "GET", "/api/me", nil, ""},
+		{"create-api-token", "POST", "/api/me/api-tokens", map[string]any{"name": "more"}, ""},
+		{"list-api-tokens", "GET", "/api/me/api-tokens", nil, ""},
+		{"org", "GET", "/api/orgs/team", nil, ""},
+		{"members", "GET", "/api/orgs/team/members", nil, ""},
+		{"org-security", "PATCH", "/api/orgs/team/security", map[string]any{"sso_provider": ""}, ""},
+		{"access", "GET", "/api/orgs/team/access/u_alice", nil, ""},
+		{"userinfo", "GET", "/oauth2/userinfo", nil, ""},
+		{"ssh", "POST", "/ssh", json.RawMessage(key), ""},
+		{"gateway", "GET", "/projects/svc", nil, gwServer.URL},
 	}
-	// want[kind][endpoint]; every cell is asserted.
+	// want[kind][endpoint]; every cell is asserted. The gateway checks
+	// tokens offline, so a revoked one works there until it expires (an
+	// hour at most); SSH certificate revocation is the answer for it.
 	const ok, created201, unauth, forbid = http.StatusOK, http.StatusCreated, http.StatusUnauthorized, http.StatusForbidden
-	all := func(s int) []int { return []int{s, s, s, s, s, s, s, s, s} }
+	all := func(s int) []int { return []int{s, s, s, s, s, s, s, s, s, s} }
 	want := map[string][]int{
-		//                        me  create      list org members security access  userinfo ssh
-		"access/cli":            {ok, created201, ok, ok, ok, ok, forbid, ok, ok},
-		"access/console":        {ok, created201, ok, ok, ok, ok, forbid, ok, ok},
-		"access/from-api-token": {ok, forbid, ok, ok, ok, ok, forbid, ok, ok},
+		//                        me  create      list org members security access  userinfo ssh gateway
+		"access/cli":            {ok, created201, ok, ok, ok, ok, forbid, ok, ok, ok},
+		"access/console":        {ok, created201, ok, ok, ok, ok, forbid, ok, ok, ok},
+		"access/from-api-token": {ok, forbid, ok, ok, ok, ok, forbid, ok, ok, ok},
 		"refresh":               all(unauth),
 		"id-token":              all(unauth),
 		"api-token":             all(unauth),
-		"client-credentials":    {forbid, forbid, forbid, forbid, forbid, forbid, ok, forbid, forbid},
+		"client-credentials":    {forbid, forbid, forbid, forbid, forbid, forbid, ok, forbid, forbid, unauth},
 		"another-audience":      all(unauth),
-		"third-party-client":    {unauth, unauth, unauth, unauth, unauth, unauth, forbid, ok, unauth},
-		"revoked":               all(unauth),
+		"third-party-client":    {unauth, unauth, unauth, unauth, unauth, unauth, forbid, ok, unauth, unauth},
+		"revoked":               {unauth, unauth, unauth, unauth, unauth, unauth, unauth, unauth, unauth, ok},
 		"none":                  all(unauth),
 	}
 	for _, k := range kinds {
 		for i, e := range endpoints {
 			t.Run(k.name+"/"+e.name, func(t *testing.T) {
-				status, hdr, body := call(t, e.method, ts.Issuer+e.path, k.token, e.body)
+				status, hdr, body := call(t, e.method, cmp.Or(e.base, ts.Issuer)+e.path, k.token, e.body)
 				if status != want[k.name][i] {
 					t.Fatalf("%s %s with a %s token: %d %v, want %d", e.method, e.path, k.name, status, body, want[k.name][i])
 				}
@@ -175,5 +201,17 @@ func TestManagementScope(t *testing.T) {
 				t.Errorf("want insufficient_scope naming the scope: %v %v", body, hdr)
 			}
 		})
+	}
+}
+
+// TestClientIDMayNotBeAUserID: a client_credentials token's sub is the
+// client's id, so a client named like a person would act as that person.
+func TestClientIDMayNotBeAUserID(t *testing.T) {
+	cfg := baseConfig(memory.New(memory.Config{}), time.Now)
+	cfg.Issuer = "http://127.0.0.1:1"
+	cfg.Clients = append(cfg.Clients, authz.Client{ID: "u_alice", SecretHash: authz.HashClientSecret(svcSecret),
+		GrantTypes: []string{"client_credentials"}, Scopes: []string{"access.read"}, TokenEndpointAuthMethod: "client_secret_basic"})
+	if _, err := authz.New(cfg); err == nil || !strings.Contains(err.Error(), `client id "u_alice" is also a user id`) {
+		t.Fatalf("New with a client named u_alice: %v", err)
 	}
 }

@@ -110,7 +110,7 @@ func run(args []string, stderr io.Writer) error {
 	}
 	srv, err := gateway.New(gateway.Config{
 		Issuer:   issuer,
-		Services: file.services, ClientID: file.clientID, ClientSecret: file.clientSecret,
+		Services: file.services, ClientID: file.clientID, ClientSecret: file.clientSecret, TokenClients: file.tokenClients,
 		HostKey: hostKey, GitRoot: o.gitRoot, Logger: log,
 		HandshakeTimeout: o.handshakeTimeout, MaxPreAuthPerSource: o.maxPreAuth,
 	})

@@ -20,6 +20,8 @@ type fileSettings struct {
 	issuer                 string
 	services               map[string]string
 	clientID, clientSecret string
+	// tokenClients are the server's api.clients.
+	tokenClients []string
 }
 
 // readConfig reads the gateway's keys from a Stepup config file (the
@@ -78,7 +80,8 @@ func readConfig(path string, env func(string) (string, bool)) (fileSettings, err
 	if err := errors.Join(errs...); err != nil {
 		return fileSettings{}, fmt.Errorf("config problems:\n%w", err)
 	}
-	return fileSettings{issuer: c.Issuer, services: services, clientID: c.Gateway.ClientID, clientSecret: c.Gateway.ClientSecret}, nil
+	return fileSettings{issuer: c.Issuer, services: services, clientID: c.Gateway.ClientID, clientSecret: c.Gateway.ClientSecret,
+		tokenClients: c.API.Clients}, nil
 }
 
 // readHostKey loads an unencrypted OpenSSH private key; "" means none.

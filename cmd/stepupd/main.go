@@ -218,10 +218,25 @@ func serverConfig(cfg *config.Config, st storeCloser, log *slog.Logger) (authz.C
 		FailureWindow:         time.Duration(cfg.Login.FailureWindow),
 		ReminderInterval:      time.Duration(cfg.Reminders.Interval),
 		MailFrom:              cfg.SMTP.From,
+		APIAudience:           cfg.API.Audience,
+		APIClients:            cfg.API.Clients,
+		ManageClients:         cfg.API.ManageClients,
+		ManageScope:           cfg.API.ManageScope,
+		APITokenTTL:           time.Duration(cfg.API.TokenTTL),
 		Logger:                log,
 	}
 	if cfg.SMTP.Addr != "" {
-		c.Mailer = mfa.SMTP{Addr: cfg.SMTP.Addr, Username: cfg.SMTP.Username, Password: cfg.SMTP.Password}
+		smtp := mfa.SMTP{Addr: cfg.SMTP.Addr, Username: cfg.SMTP.Username, Password: cfg.SMTP.Password}
+		if cfg.SMTP.CAFile != "" {
+			// Read at start, so that a bad path fails now rather than at the
+			// first reminder.
+			roots, err := mfa.LoadCABundle(cfg.SMTP.CAFile)
+			if err != nil {
+				return c, fmt.Errorf("smtp.ca_file: %w", err)
+			}
+			smtp.RootCAs = roots
+		}
+		c.Mailer = smtp
 	}
 	if c.Secret == "" {
 		if storeKind(cfg.Store) != "memory" {

@@ -54,6 +54,9 @@ type Config struct {
 	// the person's address rather than the balancer's.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	Metrics        Metrics  `yaml:"metrics"`
+	// API says which tokens Stepup's own endpoints (/api, userinfo, /ssh)
+	// take. Its zero values are the server's defaults.
+	API API `yaml:"api"`
 
 	// origin remembers where each key path was set, so that problems found
 	// only after decoding (in Validate) still point at a line or variable.
@@ -141,6 +144,25 @@ type SMTP struct {
 	From     string `yaml:"from"`
 	Username string `yaml:"username"`
 	Password string `yaml:"password"`
+	// CAFile is a PEM bundle of the CAs the relay's certificate must chain
+	// to, for a relay with a private CA; it replaces the system's roots.
+	CAFile string `yaml:"ca_file"`
+}
+
+// API is who may use Stepup's own API. Empty values take the server's
+// defaults (authz.Config), which is where they are kept.
+type API struct {
+	// Audience: a token must carry one of these in aud. Default: the issuer.
+	Audience []string `yaml:"audience"`
+	// Clients are the first-party clients whose people's tokens work at
+	// /api and /ssh. Default: stepup-cli and console.
+	Clients []string `yaml:"clients"`
+	// ManageClients may make management calls. Default: Clients.
+	ManageClients []string `yaml:"manage_clients"`
+	// ManageScope, when set, must also be granted for management calls.
+	ManageScope string `yaml:"manage_scope"`
+	// TokenTTL is how long an API token works. Default 90 days.
+	TokenTTL Duration `yaml:"token_ttl"`
 }
 
 // Reminders are the emails asking members to turn on MFA.
@@ -885,7 +907,47 @@ func (c *Config) Validate() error {
 	v.services(orgs)
 	v.smtp()
 	v.tokens()
+	v.api(users)
 	return errors.Join(v.errs...)
+}
+
+func (v *validator) api(users map[string]bool) {
+	clients := map[string]bool{}
+	for i, cl := range v.c.Clients {
+		clients[cl.ID] = true
+		// A client_credentials token's sub is the client's id: were it also
+		// a person's, the client would act as that person.
+		if users[cl.ID] {
+			v.errorf(fmt.Sprintf("clients[%d].id", i), "%q is also a user id; give the client or the user another id", cl.ID)
+		}
+	}
+	a := v.c.API
+	for _, list := range []struct {
+		path string
+		ids  []string
+	}{{"api.clients", a.Clients}, {"api.manage_clients", a.ManageClients}} {
+		for j, id := range list.ids {
+			if !clients[id] {
+				v.errorf(fmt.Sprintf("%s[%d]", list.path, j), "%q is not the id of a clients entry", id)
+			}
+		}
+	}
+	for j, id := range a.ManageClients {
+		if len(a.Clients) > 0 && !slices.Contains(a.Clients, id) {
+			v.errorf(fmt.Sprintf("api.manage_clients[%d]", j), "%q is not in api.clients: a client that manages must be first-party", id)
+		}
+	}
+	for j, aud := range a.Audience {
+		if aud == "" {
+			v.errorf(fmt.Sprintf("api.audience[%d]", j), "is empty")
+		}
+	}
+	if s := a.ManageScope; strings.ContainsAny(s, " \t\r\n\"\\") {
+		v.errorf("api.manage_scope", "%q is not a scope name", s)
+	}
+	if a.TokenTTL < 0 {
+		v.errorf("api.token_ttl", "must be positive, got %s", a.TokenTTL)
+	}
 }
 
 func (v *validator) server() {

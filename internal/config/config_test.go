@@ -248,7 +248,7 @@ func TestLoad(t *testing.T) {
 		{
 			name: "fail/yaml/unknown-top-level-key",
 			file: lines(loopbackIss, "colour: blue"),
-			want: []string{"stepup.yaml:2: colour: unknown key; known keys here: addr, clients,"},
+			want: []string{"stepup.yaml:2: colour: unknown key; known keys here: addr, api, clients,"},
 		},
 		{
 			name: "fail/yaml/unknown-nested-key",
@@ -655,6 +655,34 @@ func TestLoad(t *testing.T) {
 			name: "fail/services/org-missing",
 			file: lines("services: [{id: app}]"),
 			want: []string{"stepup.yaml:1: services[0].org: is required"},
+		},
+
+		// Who may use the API.
+		{
+			name: "fail/clients/id-is-a-user-id",
+			file: lines(oneUser, "clients:", "  - {id: u1, secret: s3cret-0123456789abcdef, grant_types: [client_credentials]}"),
+			want: []string{`stepup.yaml:3: clients[0].id: "u1" is also a user id; give the client or the user another id`},
+		},
+		{
+			name: "fail/api/unknown-client",
+			file: lines("clients:", "  - "+cliClient, "api:", "  clients: [cli, console]"),
+			want: []string{`stepup.yaml:4: api.clients[1]: "console" is not the id of a clients entry`},
+		},
+		{
+			name: "fail/api/manage-client-not-first-party",
+			file: lines("clients:", "  - "+cliClient, "  - {id: svc, secret: s3cret-0123456789abcdef, grant_types: [client_credentials]}",
+				"api:", "  clients: [cli]", "  manage_clients: [svc]"),
+			want: []string{`stepup.yaml:6: api.manage_clients[0]: "svc" is not in api.clients: a client that manages must be first-party`},
+		},
+		{
+			name: "fail/api/token-ttl-negative",
+			file: lines("api:", "  token_ttl: -1h"),
+			want: []string{`stepup.yaml:2: api.token_ttl: must be positive, got -1h0m0s`},
+		},
+		{
+			name: "ok/api",
+			file: lines("clients:", "  - "+cliClient, "api:", "  audience: [https://api.example.com]", "  clients: [cli]", "  manage_clients: [cli]",
+				"  manage_scope: stepup.manage", "  token_ttl: 720h"),
 		},
 
 		// Tokens, login throttling and mail.

@@ -59,6 +59,11 @@ type Config struct {
 	// ClientID and ClientSecret are the gateway's client credentials at
 	// the server; required.
 	ClientID, ClientSecret string
+	// TokenClients are the clients whose people's access tokens the HTTP
+	// API takes: Stepup's own tools, never a third-party relying party that
+	// got a token of the same audience. Default: DefaultTokenClients, as
+	// on the server (its api.clients).
+	TokenClients []string
 	// HostKey identifies the gateway. Default: a fresh Ed25519 key, whose
 	// fingerprint is logged, so clients see a new one on every start.
 	HostKey ssh.Signer
@@ -105,7 +110,13 @@ func CheckServiceID(id string) error {
 	return nil
 }
 
+// DefaultTokenClients are the server's default first-party clients.
+var DefaultTokenClients = []string{"stepup-cli", "console"}
+
 func (c Config) withDefaults() Config {
+	if len(c.TokenClients) == 0 {
+		c.TokenClients = DefaultTokenClients
+	}
 	if c.Domain == "" {
 		if u, err := url.Parse(c.Issuer); err == nil {
 			c.Domain = u.Hostname()

@@ -44,7 +44,7 @@ func (s *Server) HTTPHandler() (http.Handler, error) {
 	// another audience, and the CLI does not.
 	issuer := strings.TrimSuffix(s.cfg.Issuer, "/")
 	v, err := verify.New(verify.Config{
-		Issuer: issuer, Audience: issuer, HTTPClient: s.cfg.HTTPClient, Now: s.cfg.Now, Logger: s.log,
+		Issuer: issuer, Audience: issuer, Clients: s.cfg.TokenClients, HTTPClient: s.cfg.HTTPClient, Now: s.cfg.Now, Logger: s.log,
 	})
 	if err != nil {
 		return nil, err
