@@ -27,7 +27,8 @@ func (a *App) apiCmd(g *globals) *cobra.Command {
 		Use:   "api METHOD PATH",
 		Short: "Call the Stepup API with the current token",
 		Example: `  stepup api GET /api/me
-  stepup api PATCH /api/orgs/acme/security --data '{"mfa_required": true}'`,
+  stepup api PATCH /api/orgs/acme/security --data '{"mfa_required": true}'
+  stepup api GET /api/orgs/acme --no-browser   # a step-up prints the login URL`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			srv, err := a.discover(cmd.Context(), g)
@@ -53,6 +54,7 @@ func (a *App) apiCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&data, "data", "d", "", "JSON request body")
+	noBrowserFlag(cmd, g)
 	return cmd
 }
 
@@ -68,7 +70,7 @@ func (a *App) callAPIWithStepUp(ctx context.Context, g *globals, srv *server, me
 		return 0, nil, a.stepUpNeeded(ch.AMR, ch.MaxAge)
 	}
 	fmt.Fprintf(a.Stderr, "The server requires more authentication (%s); logging in again.\n", strings.Join(ch.AMR, " "))
-	if err := a.login(ctx, srv, loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge, report: a.Stderr}); err != nil {
+	if err := a.login(ctx, srv, loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge, noBrowser: g.noBrowser, report: a.Stderr}); err != nil {
 		return 0, nil, err
 	}
 	if status, body, ch, err = a.callAPI(ctx, srv, method, path, data); err != nil {

@@ -11,9 +11,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 )
 
 // Exit codes. ExitStepUp tells scripts that a person has to log in again
@@ -34,7 +36,7 @@ type App struct {
 	// system browser.
 	OpenURL func(ctx context.Context, url string) error
 	// Interactive reports whether a person can answer a browser login;
-	// nil means "stdin is a terminal".
+	// nil means "Stdin and Stderr are both terminals".
 	Interactive func() bool
 	HTTP        *http.Client
 	Now         func() time.Time
@@ -73,13 +75,34 @@ func (a *App) defaults() {
 		a.OpenURL = openBrowser
 	}
 	if a.Interactive == nil {
-		a.Interactive = stdinIsTerminal
+		a.Interactive = func() bool { return personAt(a.Stdin, a.Stderr) }
 	}
 }
 
-func stdinIsTerminal() bool {
-	fi, err := os.Stdin.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+// personAt reports whether a person is at the terminal: standard input
+// is one, so somebody is there to answer (cron, CI and `</dev/null` are
+// not), and standard error is one, so they see the login URL and what the
+// CLI waits for. A character device is not enough: /dev/null is one.
+func personAt(stdin io.Reader, stderr io.Writer) bool {
+	return isTerminal(stdin) && isTerminal(stderr)
+}
+
+// isTerminal asks through SyscallConn rather than Fd, which would put a
+// non-blocking descriptor (shared with the shell) into blocking mode.
+func isTerminal(v any) bool {
+	c, ok := v.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	is := false
+	if rc.Control(func(fd uintptr) { is = term.IsTerminal(int(fd)) }) != nil {
+		return false
+	}
+	return is
 }
 
 // exitError carries an exit code other than 1, and may be silent when the
@@ -120,6 +143,10 @@ func (a *App) Run(ctx context.Context, args []string) int {
 type globals struct {
 	url           string
 	noInteraction bool
+	// noBrowser is --no-browser, which every command that may log in
+	// takes (noBrowserFlag): its logins, step-ups included, print the URL
+	// instead of opening a browser.
+	noBrowser bool
 }
 
 func (a *App) rootCmd() *cobra.Command {
@@ -143,6 +170,13 @@ func (a *App) rootCmd() *cobra.Command {
 		a.orgSecurityCmd(g), a.orgUsersCmd(g), a.orgRemindCmd(g),
 	)
 	return root
+}
+
+// noBrowserFlag gives a command that may log in (a first login or a
+// step-up) the --no-browser of stepup login, with the same meaning. It is
+// not a global flag, so that commands that never log in don't offer it.
+func noBrowserFlag(cmd *cobra.Command, g *globals) {
+	cmd.Flags().BoolVar(&g.noBrowser, "no-browser", false, "print the login URL instead of opening a browser")
 }
 
 // interactive reports whether this invocation may send the person to the

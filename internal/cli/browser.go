@@ -79,24 +79,41 @@ func (b *browserLogin) run(ctx context.Context) (*oauth2.Token, error) {
 	go hs.Serve(ln)
 	defer hs.Close()
 
+	// The URL is printed even when a browser is opened: on a machine
+	// without a display the opener may fail without anyone seeing why,
+	// and the person can still copy the URL.
+	var opened chan error
 	if b.noBrowser {
 		fmt.Fprintln(b.out, "Open this URL in a browser to log in:")
-		fmt.Fprintln(b.out, authURL)
-	} else if err := b.open(ctx, authURL); err != nil {
-		fmt.Fprintf(b.out, "Could not open a browser (%v). Open this URL to log in:\n", err)
-		fmt.Fprintln(b.out, authURL)
+	} else {
+		fmt.Fprintln(b.out, "Opening a browser to log in. If none opens, open this URL:")
+		// The opener runs beside the wait: the desktop's may take as long
+		// as the browser it starts, and the callback may come first.
+		opened = make(chan error, 1)
+		go func() { opened <- b.open(ctx, authURL) }()
 	}
+	fmt.Fprintln(b.out, authURL)
 	fmt.Fprintf(b.out, "Waiting for the browser login (up to %s, Ctrl-C to cancel)…\n", b.timeout.Round(time.Second))
 
 	timer := time.NewTimer(b.timeout)
 	defer timer.Stop()
 	var res callbackResult
-	select {
-	case res = <-results:
-	case <-timer.C:
-		return nil, fmt.Errorf("the browser did not come back within %s; run stepup login again (or use --no-browser and open the URL yourself)", b.timeout.Round(time.Second))
-	case <-ctx.Done():
-		return nil, fmt.Errorf("login cancelled: %w", ctx.Err())
+wait:
+	for {
+		select {
+		case err := <-opened:
+			if err != nil {
+				fmt.Fprintf(b.out, "Could not open a browser: %v. Open the URL above in a browser yourself; still waiting.\n", err)
+			}
+			// A nil channel is never ready: the opener has had its say.
+			opened = nil
+		case res = <-results:
+			break wait
+		case <-timer.C:
+			return nil, fmt.Errorf("the browser did not come back within %s; run stepup login again (or use --no-browser and open the URL yourself)", b.timeout.Round(time.Second))
+		case <-ctx.Done():
+			return nil, fmt.Errorf("login cancelled: %w", ctx.Err())
+		}
 	}
 	if res.err != nil {
 		return nil, res.err
@@ -178,17 +195,54 @@ func randomString() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// openBrowser hands the URL to the desktop; its failure is not fatal
-// because the URL is printed instead.
+// openBrowser hands the URL to the desktop and returns once the opener
+// has exited, with why it failed if it did: xdg-open without a display
+// starts fine and then exits non-zero, which a bare Start would not see.
+// The failure is not fatal because the URL is printed too.
 func openBrowser(ctx context.Context, url string) error {
 	name := "xdg-open"
 	if runtime.GOOS == "darwin" {
 		name = "open"
 	}
+	// The opener's own complaint explains a failure. A browser it starts
+	// inherits the stream: its chatter is not the person's business, so
+	// only the first part is kept, and as it may hold the stream open
+	// until it quits, the wait ends soon after the opener's exit.
+	var stderr limitedBuffer
 	cmd := exec.CommandContext(ctx, name, url)
-	if err := cmd.Start(); err != nil {
-		return err
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = time.Second
+	err := cmd.Run()
+	if errors.Is(err, exec.ErrWaitDelay) {
+		return nil
 	}
-	go cmd.Wait()
+	if errors.Is(err, exec.ErrNotFound) {
+		return fmt.Errorf("%s is not installed", name)
+	}
+	if err != nil {
+		// xdg-open repeats the URL, which is already on the screen.
+		if msg := strings.ReplaceAll(firstLine(stderr.String()), url, "the URL"); msg != "" {
+			return fmt.Errorf("%s: %v (%s)", name, err, msg)
+		}
+		return fmt.Errorf("%s: %v", name, err)
+	}
 	return nil
+}
+
+// limitedBuffer keeps the first 4 KiB written to it and drops the rest
+// without failing the writer.
+type limitedBuffer struct{ b []byte }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 4096 - len(l.b); room > 0 {
+		l.b = append(l.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string { return string(l.b) }
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(line)
 }

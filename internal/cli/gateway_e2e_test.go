@@ -64,45 +64,70 @@ func newGatewayServer(t *testing.T, change func(*authz.Config)) string {
 	return testserver.Start(t, cfg)
 }
 
-// gatewayBuild is the stepup-gateway binary, built once for the tests
-// that run it; TestMain removes it.
-var gatewayBuild = struct {
-	once     sync.Once
-	dir, bin string
-	err      error
-}{}
+// builds are the binaries the tests run (stepup-gateway, stepup), each
+// built once under one directory that TestMain removes.
+var builds = struct {
+	mu   sync.Mutex
+	dir  string
+	bins map[string]*build
+}{bins: map[string]*build{}}
+
+type build struct {
+	once sync.Once
+	bin  string
+	err  error
+}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if gatewayBuild.dir != "" {
-		os.RemoveAll(gatewayBuild.dir)
+	if builds.dir != "" {
+		os.RemoveAll(builds.dir)
 	}
 	os.Exit(code)
+}
+
+// buildBinary builds the command github.com/stepup-dev/stepup/cmd/<name>
+// once and returns the binary.
+func buildBinary(t *testing.T, name string) string {
+	t.Helper()
+	builds.mu.Lock()
+	b := builds.bins[name]
+	if b == nil {
+		b = &build{}
+		builds.bins[name] = b
+	}
+	var err error
+	if builds.dir == "" {
+		builds.dir, err = os.MkdirTemp("", "stepup-cli-test-")
+	}
+	dir := builds.dir
+	builds.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.once.Do(func() {
+		b.bin = filepath.Join(dir, name)
+		if out, err := exec.Command("go", "build", "-o", b.bin, "github.com/stepup-dev/stepup/cmd/"+name).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build ./cmd/%s: %v\n%s", name, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.bin
 }
 
 // buildGateway builds stepup-gateway and writes its config, with svc-app
 // in acme; it returns the binary and the config file.
 func buildGateway(t *testing.T) (bin, cfg string) {
 	t.Helper()
-	b := &gatewayBuild
-	b.once.Do(func() {
-		if b.dir, b.err = os.MkdirTemp("", "stepup-cli-test-"); b.err != nil {
-			return
-		}
-		b.bin = filepath.Join(b.dir, "stepup-gateway")
-		if out, err := exec.Command("go", "build", "-o", b.bin, "github.com/stepup-dev/stepup/cmd/stepup-gateway").CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
+	bin = buildBinary(t, "stepup-gateway")
 	cfg = filepath.Join(t.TempDir(), "stepup.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("services:\n  - id: %s\n    org: acme\ngateway: {client_id: %s, client_secret: %q}\n",
 		e2eService, e2eGatewayID, e2eGatewaySecret)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return b.bin, cfg
+	return bin, cfg
 }
 
 // startGatewayBinary builds stepup-gateway and runs it on a free loopback

@@ -46,6 +46,7 @@ func (a *App) loginCmd(g *globals) *cobra.Command {
 				return usageError(cmd, fmt.Sprintf("--port takes a port number from 1 to 65535, not %d", o.port))
 			}
 			o.methods = splitMethods(method)
+			o.noBrowser = g.noBrowser
 			srv, err := a.discover(cmd.Context(), g)
 			if err != nil {
 				return err
@@ -57,7 +58,7 @@ func (a *App) loginCmd(g *globals) *cobra.Command {
 	f.BoolVarP(&o.force, "force", "f", false, "log in again even when the current session is enough")
 	f.StringVar(&method, "method", "", "authentication methods to require, comma-separated (e.g. mfa or mfa,sso:acme)")
 	f.IntVar(&o.maxAge, "max-age", 0, "require an authentication at most this many seconds old")
-	f.BoolVar(&o.noBrowser, "no-browser", false, "print the login URL instead of opening a browser")
+	noBrowserFlag(cmd, g)
 	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for the browser")
 	f.IntVar(&o.port, "port", 0, "loopback port for the browser to come back to (default: a free one)")
 	return cmd

@@ -143,6 +143,7 @@ func (a *App) orgSecurityCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&mfaRequired, "mfa-required", "", "require multi-factor authentication of members: on or off")
 	cmd.Flags().StringVar(&ssoProvider, "sso-provider", "", `require logging in through this SSO provider; "none" for no provider`)
+	noBrowserFlag(cmd, g)
 	return cmd
 }
 
@@ -182,6 +183,7 @@ func (a *App) orgUsersCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&withoutMFA, "without-mfa", false, "list only members without multi-factor authentication")
+	noBrowserFlag(cmd, g)
 	return cmd
 }
 
@@ -225,6 +227,7 @@ func (a *App) orgRemindCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&allWithoutMFA, "all-without-mfa", false, "remind every member who has not turned on multi-factor authentication")
+	noBrowserFlag(cmd, g)
 	return cmd
 }
 

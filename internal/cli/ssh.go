@@ -26,6 +26,10 @@ import (
 // deniedMessage starts the gateway's refusal on standard error.
 const deniedMessage = "Error: Access denied"
 
+// DefaultGatewayPort is where stepup-gateway listens unless told
+// otherwise (its --ssh-addr).
+const DefaultGatewayPort = 2222
+
 func (a *App) sshCmd(g *globals) *cobra.Command {
 	var host string
 	var port int
@@ -34,7 +38,8 @@ func (a *App) sshCmd(g *globals) *cobra.Command {
 		Short: "Connect to a service through the SSH gateway with the Stepup certificate",
 		Example: `  stepup ssh abcdefg123456-main-bvxea6i--app
   stepup ssh abcdefg123456-main-bvxea6i--app whoami
-  stepup ssh my-service --host ssh.example.com --port 2222 -- ls -la`,
+  stepup ssh my-service --host ssh.example.com --port 2200 -- ls -la
+  stepup ssh abcdefg123456-main-bvxea6i--app --no-browser   # a step-up prints the login URL`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			srv, err := a.discover(cmd.Context(), g)
@@ -47,14 +52,21 @@ func (a *App) sshCmd(g *globals) *cobra.Command {
 			if host == "" {
 				host = srv.domain()
 			}
+			if port < 0 || port > 65535 {
+				return usageError(cmd, fmt.Sprintf("--port takes a port number from 1 to 65535, not %d", port))
+			}
 			if port == 0 {
 				port = srv.cfg.SSHPort
+			}
+			if port == 0 {
+				port = gatewayPort(cmd.Context(), sshDest(args[0], host))
 			}
 			return a.runSSH(cmd.Context(), g, srv, host, port, args[0], args[1:])
 		},
 	}
 	cmd.Flags().StringVar(&host, "host", "", "SSH gateway host (default: config ssh_host, then the server's host)")
-	cmd.Flags().IntVar(&port, "port", 0, "SSH gateway port (default: config ssh_port, then 22)")
+	cmd.Flags().IntVar(&port, "port", 0, fmt.Sprintf("SSH gateway port (default: config ssh_port, then a Port your ssh config sets for the host, then %d)", DefaultGatewayPort))
+	noBrowserFlag(cmd, g)
 	return cmd
 }
 
@@ -99,16 +111,31 @@ func (a *App) runSSH(ctx context.Context, g *globals, srv *server, host string, 
 		if !a.interactive(g) {
 			return a.stepUpNeeded(ch.AMR, ch.MaxAge)
 		}
-		if err := a.login(ctx, srv, loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge, report: a.Stderr}); err != nil {
+		if err := a.login(ctx, srv, loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge, noBrowser: g.noBrowser, report: a.Stderr}); err != nil {
 			return err
 		}
 	}
 }
 
+// gatewayPort is the port to give ssh when neither --port nor ssh_port
+// chose one: stepup-gateway's default, except where a Host block of the
+// person's own ssh configuration sets a port for the gateway; then there
+// is no -p (0) and ssh applies theirs. ssh -G cannot tell "Port 22" from
+// no Port at all, so port 22 takes ssh_port or --port.
+func gatewayPort(ctx context.Context, dest string) int {
+	if p := sshSettings(ctx, []string{dest})["port"]; p != "" && p != "22" {
+		return 0
+	}
+	return DefaultGatewayPort
+}
+
+// sshDest is ssh's destination for a service on the gateway host.
+func sshDest(name, host string) string { return name + "@" + host }
+
 // execSSH runs ssh with the session's key and certificate, passing its
 // standard error through while keeping a copy to read a refusal from.
-func (a *App) execSSH(ctx context.Context, s *session, host string, port int, service string, remote []string) (int, []byte, error) {
-	dest := []string{service + "@" + host}
+func (a *App) execSSH(ctx context.Context, s *session, host string, port int, svc string, remote []string) (int, []byte, error) {
+	dest := []string{sshDest(svc, host)}
 	if port != 0 {
 		dest = append([]string{"-p", strconv.Itoa(port)}, dest...)
 	}
@@ -162,16 +189,7 @@ func pinHostKey(s *session) []string {
 // answers for their whole configuration (Host blocks, HostKeyAlias,
 // their own file names) without our reading it; if it cannot, we pin.
 func personKnowsHost(ctx context.Context, dest []string) bool {
-	out, err := exec.CommandContext(ctx, "ssh", append([]string{"-G"}, dest...)...).Output()
-	if err != nil {
-		return false
-	}
-	cfg := map[string]string{}
-	for line := range strings.Lines(string(out)) {
-		if k, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok {
-			cfg[k] = v
-		}
-	}
+	cfg := sshSettings(ctx, dest)
 	if cfg["hostname"] == "" || cfg["port"] == "" {
 		return false
 	}
@@ -183,6 +201,22 @@ func personKnowsHost(ctx context.Context, dest []string) bool {
 	}
 	files := strings.Fields(cfg["userknownhostsfile"] + " " + cfg["globalknownhostsfile"])
 	return slices.ContainsFunc(files, func(f string) bool { return listsHost(f, name) })
+}
+
+// sshSettings is what the person's ssh would use to reach dest (ssh -G),
+// keyed by lower-case option name; empty when ssh cannot say.
+func sshSettings(ctx context.Context, dest []string) map[string]string {
+	cfg := map[string]string{}
+	out, err := exec.CommandContext(ctx, "ssh", append([]string{"-G"}, dest...)...).Output()
+	if err != nil {
+		return cfg
+	}
+	for line := range strings.Lines(string(out)) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok {
+			cfg[k] = v
+		}
+	}
+	return cfg
 }
 
 // listsHost reports whether the known_hosts file lists a key for name
