@@ -1,28 +1,36 @@
 // Package redis is the Store that replicas share: Redis standalone, behind
 // Sentinel, or a Redis Cluster, through go-redis' universal client.
 //
-// Every operation touches exactly one Redis key, so every operation works on
-// a Cluster without hash tags. The key layout (P is Config.Prefix):
+// Every KV and Grants operation touches exactly one Redis key, and every
+// Records operation the keys of one group, which share a Cluster hash tag;
+// so every operation works on a Cluster. The key layout (P is
+// Config.Prefix):
 //
-//	P kv: ESC(ns) : ESC(key)   a string; KV entries, counters included
-//	P fam: ESC(family)         a hash; one field per record
+//	P kv: ESC(ns) : ESC(key)            a string; KV entries, counters included
+//	P fam: ESC(family)                  a hash; one field per record
+//	P rec: {ESC(group)} :r              a hash; one field per record of the group
+//	P rec: {ESC(group)} :i: ESC(index)  a sorted set, every score 0; one index
 //
 // ESC percent-encodes '%', ':', '{' and '}', so that no two (ns, key) pairs
 // share a key name and no caller-chosen byte can form a hash tag that would
 // pile keys into one Cluster slot. Other bytes, NUL included, are kept: Redis
-// keys are binary-safe.
+// keys are binary-safe. The braces around a group are the one hash tag this
+// store makes; the empty group is written {%}, since Redis ignores {}.
 //
 // A family record's hash value is one flag byte, '0' (unspent) or '1'
 // (spent), followed by the record's value, so that a spend rewrites one
-// field and LoadFamily is a single HGETALL.
+// field and LoadFamily is a single HGETALL. A group's record is its value
+// as it is. An index keeps its members in byte order (ZRANGE … BYLEX).
 //
 // Round trips per call: Get, Put, Create (SET NX PX), Take (GETDEL),
-// Delete, Incr (a script), LoadFamily (HGETALL) and ApplyFamily (a script)
-// one each; a script's first run on a server whose script cache lacks it
-// costs one more (EVALSHA answered NOSCRIPT, then EVAL). Update is WATCH,
-// GET, then MULTI/SET/EXEC in one pipeline: three, and again per retry.
+// Delete, Incr (a script), LoadFamily (HGETALL), ApplyFamily (a script),
+// GetRecords (HMGET), ApplyRecords (a script), ScanIndex (ZRANGE BYLEX) and
+// IndexSize (ZCARD) one each; a script's first run on a server whose script
+// cache lacks it costs one more (EVALSHA answered NOSCRIPT, then EVAL).
+// Update is WATCH, GET, then MULTI/SET/EXEC in one pipeline: three, and
+// again per retry.
 //
-// It needs Redis 6.2 or later (GETDEL).
+// It needs Redis 6.2 or later (GETDEL, ZRANGE … BYLEX).
 package redis
 
 import (

@@ -85,6 +85,29 @@ func TestConformance(t *testing.T) {
 			}
 			return harness(t, Config{URL: "redis://" + strings.Join(addrs, ",")})
 		})
+
+		// The Cluster itself agrees: a group's keys are in one slot, and
+		// different groups spread over the slots.
+		t.Run("group-slots", func(t *testing.T) {
+			s := newStore(t, Config{URL: "redis://" + strings.Join(addrs, ",")})
+			slots := map[int64]bool{}
+			for _, g := range []string{"", "people", "orgs", "org{7}:x", "a", "b", "c", "d"} {
+				keys := []string{s.recKey(g), s.indexKey(g, "users"), s.indexKey(g, "by:name{x}")}
+				slot, err := admin.ClusterKeySlot(ctx, keys[0]).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, k := range keys[1:] {
+					if other, err := admin.ClusterKeySlot(ctx, k).Result(); err != nil || other != slot {
+						t.Errorf("group %q: %q is in slot %d (%v), %q in %d", g, keys[0], slot, err, k, other)
+					}
+				}
+				slots[slot] = true
+			}
+			if len(slots) < 2 {
+				t.Errorf("eight groups all in slot %v", slots)
+			}
+		})
 	})
 }
 
@@ -141,6 +164,9 @@ func TestRoundTrips(t *testing.T) {
 		return s.ApplyFamily(ctx, "f", exp, storage.Put("code:a", []byte("A")), storage.Put("pkce:a", []byte("P")))
 	})
 	measure("first Incr", 2, func() error { return noErr(s.Incr(ctx, "n", "k", time.Minute)) })
+	measure("first ApplyRecords", 2, func() error {
+		return s.ApplyRecords(ctx, "people", storage.Insert("user:1", []byte("A")), storage.AddToIndex("users", "1"))
+	})
 
 	measure("LoadFamily", 1, func() error { return noErr(s.LoadFamily(ctx, "f")) })
 	measure("ApplyFamily", 1, func() error {
@@ -156,6 +182,24 @@ func TestRoundTrips(t *testing.T) {
 	measure("ApplyFamily (prefixes)", 1, func() error {
 		return s.ApplyFamily(ctx, "f", exp, storage.DeletePrefix("at:"), storage.SpendPrefix("rt:"))
 	})
+	measure("GetRecords", 1, func() error { return noErr(s.GetRecords(ctx, "people", "user:1", "user:2", "name:a")) })
+	measure("GetRecords (no names)", 0, func() error { return noErr(s.GetRecords(ctx, "people")) })
+	measure("ApplyRecords", 1, func() error {
+		return s.ApplyRecords(ctx, "people", storage.Expect("user:1", []byte("A")), storage.Set("user:1", []byte("B")),
+			storage.Insert("name:a", []byte("1")), storage.AddToIndex("names", "a"), storage.RemoveFromIndex("users", "1"),
+			storage.AddToIndex("users", "1"))
+	})
+	measure("ApplyRecords (failed precondition)", 1, func() error {
+		var re *storage.RecordError
+		if err := s.ApplyRecords(ctx, "people", storage.Insert("name:a", nil)); !errors.As(err, &re) {
+			return fmt.Errorf("got %v, want a *RecordError", err)
+		}
+		return nil
+	})
+	measure("ApplyRecords (no ops)", 0, func() error { return s.ApplyRecords(ctx, "people") })
+	measure("ScanIndex", 1, func() error { return noErr(s.ScanIndex(ctx, "people", "users", "", 50)) })
+	measure("ScanIndex (limit 0)", 0, func() error { return noErr(s.ScanIndex(ctx, "people", "users", "", 0)) })
+	measure("IndexSize", 1, func() error { return noErr(s.IndexSize(ctx, "people", "users")) })
 	measure("Put", 1, func() error { return s.Put(ctx, "ns", "k", []byte("v"), time.Minute) })
 	measure("Get", 1, func() error { return noErr(s.Get(ctx, "ns", "k")) })
 	measure("Take", 1, func() error { return noErr(s.Take(ctx, "ns", "k")) })
@@ -196,6 +240,104 @@ func TestKeyLayout(t *testing.T) {
 	// The second batch's earlier expiresAt must not shorten the family.
 	if left, err := admin.PTTL(ctx, "p:fam:req%7B9%7D").Result(); err != nil || left < 59*time.Minute+30*time.Second {
 		t.Fatalf("family expires in %v (%v), want about an hour", left, err)
+	}
+
+	// A Records group: one hash of records and a sorted set per index, all
+	// under the group's one hash tag, and none of them expires.
+	if err := s.ApplyRecords(ctx, "org{7}:x", storage.Insert("user:1", []byte("A")), storage.Insert("", []byte{}),
+		storage.AddToIndex("by:name", "bob"), storage.AddToIndex("by:name", "alice"), storage.AddToIndex("{all}", "1")); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := admin.HGetAll(ctx, "p:rec:{org%7B7%7D%3Ax}:r").Result()
+	if err != nil || len(recs) != 2 || recs["user:1"] != "A" || recs[""] != "" {
+		t.Fatalf("record hash: %q, %v", recs, err)
+	}
+	members, err := admin.ZRangeWithScores(ctx, "p:rec:{org%7B7%7D%3Ax}:i:by%3Aname", 0, -1).Result()
+	if err != nil || len(members) != 2 || members[0] != (goredis.Z{Member: "alice"}) || members[1] != (goredis.Z{Member: "bob"}) {
+		t.Fatalf("index sorted set: %v, %v", members, err)
+	}
+	if err := s.ApplyRecords(ctx, "", storage.Set("r", []byte("v")), storage.AddToIndex("ix", "m")); err != nil {
+		t.Fatal(err)
+	}
+	wantKeys := map[string]string{ // key → its hash tag
+		"p:kv:sess%7B1%7D:a%3Ab%25":          "",
+		"p:fam:req%7B9%7D":                   "",
+		"p:rec:{org%7B7%7D%3Ax}:r":           "org%7B7%7D%3Ax",
+		"p:rec:{org%7B7%7D%3Ax}:i:by%3Aname": "org%7B7%7D%3Ax",
+		"p:rec:{org%7B7%7D%3Ax}:i:%7Ball%7D": "org%7B7%7D%3Ax",
+		"p:rec:{%}:r":                        "%",
+		"p:rec:{%}:i:ix":                     "%",
+	}
+	keys, err := admin.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != len(wantKeys) {
+		t.Errorf("keys %q, want %d", keys, len(wantKeys))
+	}
+	for _, k := range keys {
+		want, ok := wantKeys[k]
+		switch {
+		case !ok:
+			t.Errorf("unexpected key %q", k)
+		case hashTag(k) != want:
+			t.Errorf("key %q has hash tag %q, want %q", k, hashTag(k), want)
+		}
+		if strings.HasPrefix(k, "p:rec:") {
+			if left, err := admin.PTTL(ctx, k).Result(); err != nil || left != -1 {
+				t.Errorf("key %q expires in %v (%v), want never", k, left, err)
+			}
+		}
+	}
+}
+
+// hashTag is what Redis Cluster hashes of a key, when not all of it: the
+// bytes between the first '{' and the first '}' after it, if there are any.
+func hashTag(key string) string {
+	_, rest, ok := strings.Cut(key, "{")
+	if !ok {
+		return ""
+	}
+	tag, _, ok := strings.Cut(rest, "}")
+	if !ok {
+		return ""
+	}
+	return tag
+}
+
+// TestGroupKeys: whatever the group and index are called, every key of a
+// group carries the group's one hash tag (so one script may touch them all
+// on a Cluster), and no two groups or indexes share a key.
+func TestGroupKeys(t *testing.T) {
+	s := &Store{prefix: "p:"}
+	groups := []string{"", "%", "a", "a:b", "a%3Ab", "{a}", "%7Ba%7D", "{", "}", "{}", "}{", "a\x00b", ":r", "r:i"}
+	indexes := []string{"", "x", "i:x", "i%3Ax", "{x}", "r", ":r"}
+	seen := map[string]string{}
+	for _, g := range groups {
+		tag := hashTag(s.recKey(g))
+		if tag == "" {
+			t.Errorf("group %q: record key %q has no hash tag", g, s.recKey(g))
+		}
+		keys := []string{s.recKey(g)}
+		for _, ix := range indexes {
+			keys = append(keys, s.indexKey(g, ix))
+		}
+		for i, k := range keys {
+			if got := hashTag(k); got != tag {
+				t.Errorf("group %q: key %q has hash tag %q, want %q", g, k, got, tag)
+			}
+			if strings.Count(k, "{") != 1 || strings.Count(k, "}") != 1 {
+				t.Errorf("group %q: key %q has more than one pair of braces", g, k)
+			}
+			what := fmt.Sprintf("group %q record hash", g)
+			if i > 0 {
+				what = fmt.Sprintf("group %q index %q", g, indexes[i-1])
+			}
+			if other, dup := seen[k]; dup {
+				t.Errorf("%s and %s are both %q", what, other, k)
+			}
+			seen[k] = what
+		}
 	}
 }
 
@@ -310,9 +452,21 @@ func TestUnavailable(t *testing.T) {
 				"LoadFamily":  func(ctx context.Context) error { _, err := s.LoadFamily(ctx, "f"); return err },
 				"ApplyFamily": func(ctx context.Context) error { return s.ApplyFamily(ctx, "f", exp, storage.Spend("code:a")) },
 				"Ping":        func(ctx context.Context) error { return s.Ping(ctx) },
+				"GetRecords": func(ctx context.Context) error {
+					_, err := s.GetRecords(ctx, "g", "r")
+					return err
+				},
+				"ApplyRecords": func(ctx context.Context) error {
+					return s.ApplyRecords(ctx, "g", storage.Insert("r", []byte("v")), storage.AddToIndex("ix", "m"))
+				},
+				"ScanIndex": func(ctx context.Context) error {
+					_, err := s.ScanIndex(ctx, "g", "ix", "", 10)
+					return err
+				},
+				"IndexSize": func(ctx context.Context) error { _, err := s.IndexSize(ctx, "g", "ix"); return err },
 			}
 			// Concurrently, so that the silent server's timeouts add up to
-			// one timeout, not ten.
+			// one timeout, not one per call.
 			var wg sync.WaitGroup
 			for op, call := range calls {
 				wg.Go(func() {

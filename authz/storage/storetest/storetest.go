@@ -1,5 +1,6 @@
 // Package storetest is the storage contract, written once as tests and run
-// against every backend (memory, Redis standalone, Redis Cluster).
+// against every backend (memory, Redis standalone, Redis Cluster): KV,
+// Grants and Records (records.go), and what each must keep atomic.
 package storetest
 
 import (
@@ -43,12 +44,24 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"family/all-or-nothing", testFamilyAllOrNothing},
 		{"family/prefix", testFamilyPrefix},
 		{"family/expiry", testFamilyExpiry},
+		{"records/get-missing", testRecordsGetMissing},
+		{"records/insert-get", testRecordsInsertGet},
+		{"records/insert-existing", testRecordsInsertExisting},
+		{"records/expect", testRecordsExpect},
+		{"records/delete", testRecordsDelete},
+		{"records/groups", testRecordsGroups},
+		{"records/index", testRecordsIndex},
+		{"records/index-paging", testRecordsIndexPaging},
+		{"records/binary-and-empty", testRecordsBinary},
 		{"atomic/spend-one-winner", testConcurrentSpend},
 		{"atomic/take-one-winner", testConcurrentTake},
 		{"atomic/create-one-winner", testConcurrentCreate},
 		{"atomic/update-no-lost-writes", testConcurrentUpdate},
 		{"atomic/incr-no-lost-writes", testConcurrentIncr},
 		{"atomic/nested-update", testNestedUpdate},
+		{"atomic/records-all-or-nothing", testRecordsAllOrNothing},
+		{"atomic/records-unique-one-winner", testRecordsUniqueOneWinner},
+		{"atomic/records-expect-no-lost-writes", testRecordsExpectNoLostWrites},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newHarness(t)) })
 	}
