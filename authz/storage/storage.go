@@ -1,6 +1,9 @@
 // Package storage is the server's run-time state: what one replica writes and
 // every other replica must see. It has two parts.
 //
+// Records keeps long-lived records that must change together (the
+// directory of people and organizations), and sorted indexes over them.
+//
 // A KV is a namespaced key-value store with expiry, for login sessions,
 // pending authorization requests, throttling counters, single-use guards and
 // the signing-key record.
@@ -35,6 +38,7 @@ var (
 type Store interface {
 	KV
 	Grants
+	Records
 	// Ping reports whether the backend answers; /readyz uses it.
 	Ping(ctx context.Context) error
 	Close() error
@@ -112,3 +116,78 @@ func Spend(name string) Op             { return Op{Kind: OpSpend, Name: name} }
 func Delete(name string) Op            { return Op{Kind: OpDelete, Name: name} }
 func DeletePrefix(prefix string) Op    { return Op{Kind: OpDeletePrefix, Name: prefix} }
 func SpendPrefix(prefix string) Op     { return Op{Kind: OpSpendPrefix, Name: prefix} }
+
+// Records keeps small named records in groups, with sorted indexes. Every
+// call touches one group, and ApplyRecords is atomic: in Redis a group is
+// one Cluster hash tag, so one script sees all of it. A group is the unit
+// of consistency, so things that must change together (a user and the
+// index entries that make its username and email unique) share one.
+type Records interface {
+	// GetRecords returns the values of names in group, nil for each absent
+	// one, in one round trip.
+	GetRecords(ctx context.Context, group string, names ...string) ([][]byte, error)
+	// ApplyRecords applies ops in order, all or nothing. Preconditions
+	// (RecordInsert, RecordExpect) are checked against the group as it was
+	// before the batch; a failed one fails the batch with a *RecordError.
+	ApplyRecords(ctx context.Context, group string, ops ...RecordOp) error
+	// ScanIndex returns up to limit members of index, in byte order,
+	// starting after the member after ("" for the first page).
+	ScanIndex(ctx context.Context, group, index, after string, limit int) ([]string, error)
+	// IndexSize is the number of members of index.
+	IndexSize(ctx context.Context, group, index string) (int64, error)
+}
+
+// RecordOpKind says what a RecordOp does.
+type RecordOpKind uint8
+
+const (
+	// RecordInsert stores Value under Name, which must be absent
+	// (ErrAlreadyExists otherwise): what makes a username unique.
+	RecordInsert RecordOpKind = iota + 1
+	// RecordPut stores Value under Name.
+	RecordPut
+	// RecordDelete removes Name.
+	RecordDelete
+	// RecordExpect requires Name to hold exactly Value (ErrAlreadyExists
+	// when it holds another, ErrNotFound when absent): a read-modify-write
+	// sends what it read, and fails if someone changed it since.
+	RecordExpect
+	// IndexAdd adds the member Value to the sorted index Name.
+	IndexAdd
+	// IndexRemove removes the member Value from the index Name.
+	IndexRemove
+)
+
+// RecordOp is one step of an ApplyRecords batch.
+type RecordOp struct {
+	Kind  RecordOpKind
+	Name  string
+	Value []byte
+}
+
+func Insert(name string, value []byte) RecordOp {
+	return RecordOp{Kind: RecordInsert, Name: name, Value: value}
+}
+func Set(name string, value []byte) RecordOp {
+	return RecordOp{Kind: RecordPut, Name: name, Value: value}
+}
+func Remove(name string) RecordOp { return RecordOp{Kind: RecordDelete, Name: name} }
+func Expect(name string, value []byte) RecordOp {
+	return RecordOp{Kind: RecordExpect, Name: name, Value: value}
+}
+func AddToIndex(index, member string) RecordOp {
+	return RecordOp{Kind: IndexAdd, Name: index, Value: []byte(member)}
+}
+func RemoveFromIndex(index, member string) RecordOp {
+	return RecordOp{Kind: IndexRemove, Name: index, Value: []byte(member)}
+}
+
+// RecordError is a failed precondition of ApplyRecords: which record, and
+// ErrAlreadyExists or ErrNotFound.
+type RecordError struct {
+	Name string
+	Err  error
+}
+
+func (e *RecordError) Error() string { return "storage: record " + e.Name + ": " + e.Err.Error() }
+func (e *RecordError) Unwrap() error { return e.Err }

@@ -38,6 +38,7 @@ type Store struct {
 	mu       sync.Mutex
 	kv       map[string]item
 	families map[string]*family
+	groups   map[string]*group
 	// nextSweep is when a write next frees what has expired.
 	nextSweep time.Time
 }
@@ -56,7 +57,7 @@ func New(cfg Config) *Store {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Store{now: cfg.Now, kv: map[string]item{}, families: map[string]*family{}}
+	return &Store{now: cfg.Now, kv: map[string]item{}, families: map[string]*family{}, groups: map[string]*group{}}
 }
 
 func kvKey(ns, key string) string { return ns + "\x00" + key }

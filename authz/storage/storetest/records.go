@@ -430,6 +430,11 @@ func testRecordsBinary(t *testing.T, h Harness) {
 	if vals[3] != nil {
 		t.Fatalf("absent record = %#v, want nil", vals[3])
 	}
+	// A nil value is stored as an empty one.
+	check(t, s.ApplyRecords(ctx, "g", storage.Insert("nil", nil)))
+	if v := getRecords(t, s, "g", "nil")[0]; v == nil || len(v) != 0 {
+		t.Fatalf("record put with a nil value = %#v, want a non-nil empty value", v)
+	}
 	// And an empty value can be replaced by one that is not.
 	check(t, s.ApplyRecords(ctx, "g", storage.Expect("put", []byte{}), storage.Set("put", []byte("now"))))
 	mustHold(t, s, "g", "put", []byte("now"))
