@@ -41,7 +41,10 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request, path string) (*
 	}
 	var u *User
 	if ls != nil {
-		u, _ = s.users.get(ls.UserID)
+		if u, err = s.user(ctx, ls.UserID); err != nil {
+			s.authorizeError(w, nil, err)
+			return nil, "", nil, false
+		}
 	}
 	next := pagePassword
 	if u != nil && !ls.PrimaryAt().IsZero() {

@@ -4,7 +4,8 @@ import (
 	"net/http"
 )
 
-// Org is an organization and its members, from the config.
+// Org is an organization and its members as the config seeds them; at run
+// time the directory has them.
 type Org struct {
 	ID, Name string
 	// MFARequired and SSOProvider seed what the organization demands of
@@ -12,24 +13,6 @@ type Org struct {
 	MFARequired bool
 	SSOProvider string
 	Members     []Member
-}
-
-func (o *Org) role(userID string) (string, bool) {
-	for _, m := range o.Members {
-		if m.UserID == userID {
-			return m.Role, true
-		}
-	}
-	return "", false
-}
-
-func (s *Server) org(id string) (*Org, bool) {
-	for i := range s.cfg.Orgs {
-		if s.cfg.Orgs[i].ID == id {
-			return &s.cfg.Orgs[i], true
-		}
-	}
-	return nil, false
 }
 
 // Member is a user's role in an organization: owner, admin or member.
@@ -54,13 +37,14 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 		s.unavailable(w, err)
 		return
 	}
+	memberships, err := s.people.OrgsOf(r.Context(), u.ID)
+	if err != nil {
+		s.storeOrInternal(w, err)
+		return
+	}
 	orgs := []orgRole{}
-	for _, o := range s.cfg.Orgs {
-		for _, m := range o.Members {
-			if m.UserID == u.ID {
-				orgs = append(orgs, orgRole{ID: o.ID, Role: m.Role})
-			}
-		}
+	for _, m := range memberships {
+		orgs = append(orgs, orgRole{ID: m.OrgID, Role: m.Role})
 	}
 	links, err := s.linkedProviders(r.Context(), u.ID)
 	if err != nil {
@@ -81,19 +65,14 @@ func (s *Server) access(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.authenticate(w, r, tokenUse{scopes: []string{"access.read"}}); !ok {
 		return
 	}
-	o, ok := s.org(r.PathValue("org"))
-	var role string
-	if ok {
-		role, ok = o.role(r.PathValue("user_id"))
-	}
-	if !ok {
-		writeJSON(w, http.StatusOK, map[string]any{"member": false})
-		return
-	}
-	sec, err := s.security(r.Context(), o)
+	o, role, err := s.orgOf(r.Context(), r.PathValue("org"), r.PathValue("user_id"))
 	if err != nil {
 		s.storeOrInternal(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"member": true, "role": role, "requirements": sec.requirements()})
+	if o == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"member": false})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"member": true, "role": role, "requirements": securityOf(o).requirements()})
 }

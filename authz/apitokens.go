@@ -35,8 +35,10 @@ type apiToken struct {
 	// expire APITokenTTL after CreatedAt.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	// SSO is when the creating login went through each provider.
-	SSO    map[string]time.Time `json:"sso,omitempty"`
-	Digest string               `json:"digest"`
+	SSO map[string]time.Time `json:"sso,omitempty"`
+	// OTPAt is when the creating login proved its otp, if it did.
+	OTPAt  time.Time `json:"otp_at,omitzero"`
+	Digest string    `json:"digest"`
 }
 
 func (t *apiToken) expiry(ttl time.Duration) time.Time {
@@ -112,7 +114,7 @@ func (s *Server) createAPIToken(w http.ResponseWriter, r *http.Request) {
 	id, secret := randomString(12), randomString(32)
 	t := apiToken{ID: id, Name: strings.TrimSpace(body.Name), UserID: c.user.ID, AMR: c.claims.AMR,
 		AuthTime: time.Unix(c.claims.AuthTime, 0).UTC(), CreatedAt: now, ExpiresAt: now.Add(ttl),
-		SSO: sess.SSO, Digest: s.apiTokenDigest(secret)}
+		SSO: sess.SSO, OTPAt: sess.otpAt(), Digest: s.apiTokenDigest(secret)}
 	err = s.store.Update(ctx, apiTokensOfNS, t.UserID, 0, func(old []byte) ([]byte, error) {
 		var ids []string
 		if old != nil {
@@ -270,15 +272,18 @@ func (g *apiTokenGrant) HandleTokenEndpointRequest(ctx context.Context, r fosite
 	if err != nil {
 		return err
 	}
-	u, ok := g.srv.users.get(t.UserID)
-	if !ok {
-		return fosite.ErrInvalidGrant.WithHint("The API token's person no longer exists.")
+	u, err := g.srv.user(ctx, t.UserID)
+	if err != nil {
+		return err
+	}
+	if u == nil {
+		return fosite.ErrInvalidGrant.WithHint("The API token's person no longer exists or was disabled.")
 	}
 	now := g.srv.cfg.Now()
 	if exp := t.expiry(g.srv.cfg.APITokenTTL); !now.Before(exp) {
 		return fosite.ErrInvalidGrant.WithHintf("The API token %q expired on %s: create a new one.", truncate(t.Name, 100), exp.UTC().Format("2 January 2006"))
 	}
-	amr, err := g.stillHeld(ctx, t, now)
+	amr, otpAt, err := g.stillHeld(ctx, t, now)
 	if err != nil {
 		return err
 	}
@@ -289,7 +294,7 @@ func (g *apiTokenGrant) HandleTokenEndpointRequest(ctx context.Context, r fosite
 	sess.Subject, sess.Username, sess.Grant = u.ID, u.Username, "api_token"
 	sess.Claims.Subject, sess.Claims.AuthTime = u.ID, t.AuthTime
 	sess.Claims.AuthenticationMethodsReferences = amr
-	sess.SSO = t.SSO
+	sess.SSO, sess.OTPAt = t.SSO, otpAt
 	sess.SetExpiresAt(fosite.AccessToken, g.srv.cfg.Now().Add(g.lifespan))
 	for _, scope := range r.GetRequestedScopes() {
 		if !r.GetClient().GetScopes().Has(scope) {
@@ -304,7 +309,7 @@ func (g *apiTokenGrant) HandleTokenEndpointRequest(ctx context.Context, r fosite
 // login past its provider's maximum age fails the grant, as a refresh
 // would; an otp proved before the person turned MFA off or reset it is
 // dropped, and mfa with it.
-func (g *apiTokenGrant) stillHeld(ctx context.Context, t *apiToken, now time.Time) ([]string, error) {
+func (g *apiTokenGrant) stillHeld(ctx context.Context, t *apiToken, now time.Time) (amr []string, otpAt time.Time, err error) {
 	for _, m := range t.AMR {
 		id, ok := strings.CutPrefix(m, tokens.SSOPrefix)
 		if !ok {
@@ -316,18 +321,22 @@ func (g *apiTokenGrant) stillHeld(ctx context.Context, t *apiToken, now time.Tim
 		}
 		p, ok := g.srv.sso.byID[id]
 		if !ok || (p.MaxSessionAge > 0 && now.Sub(at) > p.MaxSessionAge) {
-			return nil, fosite.ErrInvalidGrant.WithHintf("SSO session has expired: sign in through %s again and create a new API token.", id)
+			return nil, time.Time{}, fosite.ErrInvalidGrant.WithHintf("SSO session has expired: sign in through %s again and create a new API token.", id)
 		}
 	}
 	if !slices.Contains(t.AMR, tokens.MethodOTP) {
-		return t.AMR, nil
+		return t.AMR, time.Time{}, nil
 	}
-	valid, err := g.srv.mfa.otpStillValid(ctx, t.UserID, t.AuthTime)
+	otpAt = t.OTPAt
+	if otpAt.IsZero() {
+		otpAt = t.AuthTime // tokens made before OTPAt was kept
+	}
+	valid, err := g.srv.mfa.otpStillValid(ctx, t.UserID, otpAt)
 	if err != nil || valid {
-		return t.AMR, err
+		return t.AMR, otpAt, err
 	}
 	kept := slices.DeleteFunc(slices.Clone(t.AMR), func(m string) bool { return m == tokens.MethodOTP || m == tokens.MethodMFA })
-	return tokens.AMR(kept, false), nil
+	return tokens.AMR(kept, false), time.Time{}, nil
 }
 
 func (g *apiTokenGrant) PopulateTokenEndpointResponse(ctx context.Context, r fosite.AccessRequester, resp fosite.AccessResponder) error {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/ory/fosite"
 
@@ -31,11 +30,16 @@ type tokenUse struct {
 	manage bool
 	// scopes must all have been granted.
 	scopes []string
+	// byLogin: the token must come from a login, not from an API token,
+	// which is a long-lived credential for automation.
+	byLogin bool
 }
 
 var (
 	usePerson   = tokenUse{person: true, firstParty: true}
 	useManage   = tokenUse{person: true, firstParty: true, manage: true}
+	// useSecurity changes what an organization demands of everyone.
+	useSecurity = tokenUse{person: true, firstParty: true, manage: true, byLogin: true}
 	useUserinfo = tokenUse{person: true, scopes: []string{"openid"}}
 )
 
@@ -135,8 +139,11 @@ func (s *Server) verifyBearer(ctx context.Context, raw string, use tokenUse) (*c
 
 	var user *User
 	if use.person {
-		u, ok := s.users.get(claims.Subject)
-		if !ok || claims.Grant == "client_credentials" {
+		u, err := s.user(ctx, claims.Subject)
+		if err != nil {
+			return nil, err
+		}
+		if u == nil || claims.Grant == "client_credentials" {
 			return nil, accessDenied("This call is for people; this token belongs to a client.")
 		}
 		user = u
@@ -154,6 +161,9 @@ func (s *Server) verifyBearer(ctx context.Context, raw string, use tokenUse) (*c
 				description: "This call needs a token with the scope " + sc + "."}
 		}
 	}
+	if use.byLogin && claims.Grant == "api_token" {
+		return nil, accessDenied("Changing security settings needs a token from a login, not one bought with an API token.")
+	}
 	for _, sc := range use.scopes {
 		if !slices.Contains(claims.Scope, sc) {
 			return nil, &refusal{status: http.StatusForbidden, code: "insufficient_scope", scope: sc,
@@ -162,7 +172,13 @@ func (s *Server) verifyBearer(ctx context.Context, raw string, use tokenUse) (*c
 	}
 	c := &caller{claims: claims, user: user, signature: signature}
 	if user != nil && slices.Contains(claims.AMR, tokens.MethodOTP) {
-		valid, err := s.mfa.otpStillValid(ctx, user.ID, time.Unix(claims.AuthTime, 0))
+		// The token says auth_time in seconds, and of the newest factor;
+		// the grant's session knows when the otp itself was proved.
+		sess, err := s.grants.accessTokenSession(ctx, signature)
+		if err != nil {
+			return nil, err
+		}
+		valid, err := s.mfa.otpStillValid(ctx, user.ID, sess.otpAt())
 		if err != nil {
 			return nil, err
 		}

@@ -60,7 +60,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if refusal, err := s.loginThrottle.admit(ctx, w, r, username); err != nil || refusal != "" {
+	if refusal, err := s.loginThrottle.admit(ctx, r, username, s.passwordHashOf); err != nil || refusal != "" {
 		if err != nil {
 			s.authorizeError(w, nil, err)
 			return
@@ -69,14 +69,18 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		s.render(w, s.pages.login, http.StatusTooManyRequests, page)
 		return
 	}
-	user, ok := s.users.authenticate(username, password)
-	if !ok {
+	user, err := s.checkPassword(ctx, username, password)
+	if err != nil {
+		s.authorizeError(w, nil, err)
+		return
+	}
+	if user == nil {
 		s.loginThrottle.failed(ctx, r, username)
 		page.Error = "Incorrect username or password."
 		s.render(w, s.pages.login, http.StatusUnauthorized, page)
 		return
 	}
-	s.loginThrottle.succeeded(ctx, w, r, username, user.ID)
+	s.loginThrottle.succeeded(ctx, w, r, username, user)
 
 	ls, oldID, err := s.sessions.get(ctx, r)
 	if err != nil {

@@ -140,10 +140,22 @@ func (a *mfaAdoption) counts() map[string][2]int {
 	defer cancel()
 	out := map[string][2]int{}
 	complete := true
+	if err := a.srv.people.seed(ctx); err != nil && isUnavailable(err) {
+		a.srv.metrics.storeErrors.Inc()
+		return out
+	}
+	// The organizations of the config: a label per organization made at
+	// run time would grow without bound.
 	for _, o := range a.srv.cfg.Orgs {
-		c, ok := [2]int{len(o.Members), 0}, true
-		for _, m := range o.Members {
-			on, err := a.srv.mfa.enabled(ctx, m.UserID)
+		members, err := a.srv.allMembers(ctx, o.ID)
+		if err != nil {
+			a.srv.metrics.storeErrors.Inc()
+			complete = false
+			continue
+		}
+		c, ok := [2]int{len(members), 0}, true
+		for _, m := range members {
+			on, err := a.srv.mfa.enabled(ctx, m.User.ID)
 			if err != nil {
 				a.srv.metrics.storeErrors.Inc()
 				ok = false

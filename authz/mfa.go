@@ -79,7 +79,7 @@ func (m *secondFactors) otpStillValid(ctx context.Context, userID string, at tim
 	if err != nil || e == nil {
 		return false, err
 	}
-	return !at.Before(e.EnabledAt.Truncate(time.Second)), nil
+	return !at.Before(e.EnabledAt), nil
 }
 
 // startSetup makes a new secret for userID, kept server-side until it is

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -32,20 +33,16 @@ func (s *Server) orgPage(w http.ResponseWriter, r *http.Request) (*orgRequest, b
 	if !ok {
 		return nil, false
 	}
-	o, ok := s.org(r.PathValue("org"))
-	var role string
-	if ok {
-		role, ok = o.role(u.ID)
-	}
-	if !ok {
-		s.showError(w, http.StatusNotFound, "Not found", "There is no organization with that id that you can see.")
-		return nil, false
-	}
-	sec, err := s.security(ctx, o)
+	o, role, err := s.orgOf(ctx, r.PathValue("org"), u.ID)
 	if err != nil {
 		s.authorizeError(w, nil, err)
 		return nil, false
 	}
+	if o == nil {
+		s.showError(w, http.StatusNotFound, "Not found", "There is no organization with that id that you can see.")
+		return nil, false
+	}
+	sec := securityOf(o)
 	missing := tokens.Missing(sec.requirements(), ls.AMR(), ls.AuthTime(), s.cfg.Now())
 	if slices.Contains(missing.AMR, tokens.MethodMFA) {
 		// Signed in with every factor they have, so they have none yet.
@@ -142,7 +139,7 @@ func (s *Server) orgRemindPost(w http.ResponseWriter, r *http.Request) {
 		s.authorizeError(w, nil, err)
 		return
 	}
-	page.Notice = s.reminderSummary(sent, skips)
+	page.Notice = s.reminderSummary(r.Context(), sent, skips)
 	s.renderOrgPage(w, r, q, status, page)
 }
 
@@ -154,10 +151,22 @@ var skipWords = map[string]string{
 	"delivery_failed":   "could not be emailed; try again later",
 }
 
-func (s *Server) reminderSummary(sent []string, skips []skipped) string {
+func (s *Server) reminderSummary(ctx context.Context, sent []string, skips []skipped) string {
+	ids := append(slices.Clone(sent), make([]string, 0, len(skips))...)
+	for _, sk := range skips {
+		ids = append(ids, sk.ID)
+	}
+	names := map[string]string{}
+	if users, err := s.people.Users(ctx, ids...); err == nil { // else ids will do
+		for _, u := range users {
+			if u != nil {
+				names[u.ID] = u.Username
+			}
+		}
+	}
 	name := func(id string) string {
-		if u, ok := s.users.get(id); ok {
-			return u.Username
+		if n, ok := names[id]; ok {
+			return n
 		}
 		return id
 	}

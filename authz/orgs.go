@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/stepup-dev/stepup/authz/directory"
 	"github.com/stepup-dev/stepup/authz/storage"
 	"github.com/stepup-dev/stepup/tokens"
 )
@@ -37,18 +38,6 @@ const (
 	auditKeep = 1000
 )
 
-func (s *Server) security(ctx context.Context, o *Org) (orgSecurity, error) {
-	data, err := s.store.Get(ctx, orgSecurityNS, o.ID)
-	if errors.Is(err, storage.ErrNotFound) {
-		return orgSecurity{MFARequired: o.MFARequired, SSOProvider: o.SSOProvider}, nil
-	}
-	if err != nil {
-		return orgSecurity{}, err
-	}
-	var sec orgSecurity
-	return sec, json.Unmarshal(data, &sec)
-}
-
 // auditEvent is one line of an organization's audit log.
 type auditEvent struct {
 	At     time.Time      `json:"at"`
@@ -77,7 +66,7 @@ func (s *Server) audit(ctx context.Context, orgID string, e auditEvent) error {
 // policy their token satisfies.
 type orgRequest struct {
 	user *User
-	org  *Org
+	org  *directory.Org
 	role string
 	sec  orgSecurity
 }
@@ -92,20 +81,16 @@ func (s *Server) orgCaller(w http.ResponseWriter, r *http.Request, use tokenUse)
 		return nil, false
 	}
 	u := c.user
-	o, ok := s.org(r.PathValue("org"))
-	var role string
-	if ok {
-		role, ok = o.role(u.ID)
-	}
-	if !ok {
-		writeError(w, http.StatusNotFound, "not_found", "There is no organization with that id that you can see.")
-		return nil, false
-	}
-	sec, err := s.security(r.Context(), o)
+	o, role, err := s.orgOf(r.Context(), r.PathValue("org"), u.ID)
 	if err != nil {
 		s.storeOrInternal(w, err)
 		return nil, false
 	}
+	if o == nil {
+		writeError(w, http.StatusNotFound, "not_found", "There is no organization with that id that you can see.")
+		return nil, false
+	}
+	sec := securityOf(o)
 	if missing := tokens.Missing(sec.requirements(), c.claims.AMR, time.Unix(c.claims.AuthTime, 0), s.cfg.Now()); !missing.Satisfied() {
 		w.Header().Set("WWW-Authenticate", missing.WWWAuthenticate())
 		writeJSON(w, http.StatusUnauthorized, missing.Body())
@@ -136,7 +121,7 @@ func (s *Server) getOrg(w http.ResponseWriter, r *http.Request) {
 // patchOrgSecurity is PATCH /api/orgs/{org}/security.
 func (s *Server) patchOrgSecurity(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	q, ok := s.orgCaller(w, r, useManage)
+	q, ok := s.orgCaller(w, r, useSecurity)
 	if !ok || !q.admin(w) {
 		return
 	}
@@ -189,8 +174,10 @@ func (s *Server) updateSecurity(ctx context.Context, q *orgRequest, mfaRequired 
 	if ssoProvider != nil {
 		sec.SSOProvider = *ssoProvider
 	}
-	data, _ := json.Marshal(sec)
-	if err := s.store.Put(ctx, orgSecurityNS, q.org.ID, data, 0); err != nil {
+	if _, err := s.people.UpdateOrg(ctx, q.org.ID, func(o *directory.Org) error {
+		o.MFARequired, o.SSOProvider = sec.MFARequired, sec.SSOProvider
+		return nil
+	}); err != nil {
 		return err
 	}
 	if err := s.audit(ctx, q.org.ID, auditEvent{At: s.cfg.Now().UTC(), Actor: q.user.ID, Action: "security.update",
@@ -213,12 +200,13 @@ type memberView struct {
 }
 
 func (s *Server) memberList(ctx context.Context, q *orgRequest) ([]memberView, error) {
+	members, err := s.allMembers(ctx, q.org.ID)
+	if err != nil {
+		return nil, err
+	}
 	var out []memberView
-	for _, m := range q.org.Members {
-		u, ok := s.users.get(m.UserID)
-		if !ok {
-			continue
-		}
+	for _, m := range members {
+		u := &m.User
 		enrolled, err := s.mfa.enabled(ctx, u.ID)
 		if err != nil {
 			return nil, err

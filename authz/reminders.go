@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/stepup-dev/stepup/authz/directory"
 	"github.com/stepup-dev/stepup/authz/storage"
 	"github.com/stepup-dev/stepup/mfa"
 )
@@ -58,9 +59,13 @@ func (s *Server) sendReminders(w http.ResponseWriter, r *http.Request) {
 // and records the batch in the audit log.
 func (s *Server) remindMembers(ctx context.Context, q *orgRequest, ids []string, allWithoutMFA bool) (sent []string, skips []skipped, err error) {
 	if allWithoutMFA {
+		members, err := s.allMembers(ctx, q.org.ID)
+		if err != nil {
+			return nil, nil, err
+		}
 		ids = nil
-		for _, m := range q.org.Members {
-			ids = append(ids, m.UserID)
+		for _, m := range members {
+			ids = append(ids, m.User.ID)
 		}
 	}
 	sent, skips = []string{}, []skipped{}
@@ -87,9 +92,17 @@ func (s *Server) remindMembers(ctx context.Context, q *orgRequest, ids []string,
 // remind sends one member a reminder, or says why not: not_a_member,
 // mfa_enabled, reminded_recently, no_email, delivery_failed.
 func (s *Server) remind(ctx context.Context, q *orgRequest, userID string) (string, error) {
-	u, ok := s.users.get(userID)
-	if _, member := q.org.role(userID); !ok || !member {
+	u, err := s.user(ctx, userID)
+	if err != nil {
+		return "", err
+	}
+	if u == nil {
 		return "not_a_member", nil
+	}
+	if _, err := s.people.Role(ctx, q.org.ID, userID); errors.Is(err, directory.ErrNotMember) {
+		return "not_a_member", nil
+	} else if err != nil {
+		return "", err
 	}
 	if enrolled, err := s.mfa.enabled(ctx, userID); err != nil {
 		return "", err
@@ -101,7 +114,7 @@ func (s *Server) remind(ctx context.Context, q *orgRequest, userID string) (stri
 	}
 	key := q.org.ID + "/" + userID
 	now := s.cfg.Now().UTC()
-	err := s.store.Create(ctx, reminderGuardNS, key, []byte(now.Format(time.RFC3339)), s.cfg.ReminderInterval)
+	err = s.store.Create(ctx, reminderGuardNS, key, []byte(now.Format(time.RFC3339)), s.cfg.ReminderInterval)
 	if errors.Is(err, storage.ErrAlreadyExists) {
 		return "reminded_recently", nil
 	}

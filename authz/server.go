@@ -21,6 +21,7 @@ import (
 	"github.com/ory/fosite/handler/openid"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/stepup-dev/stepup/authz/directory"
 	"github.com/stepup-dev/stepup/authz/storage"
 	"github.com/stepup-dev/stepup/internal/seal"
 	"github.com/stepup-dev/stepup/mfa"
@@ -191,7 +192,7 @@ type Server struct {
 	grants   *grantStore
 	keys     *keyManager
 	clients  *clientDirectory
-	users    *userDirectory
+	people   *people
 	sessions *sessionStore
 	// loginThrottle guards the password form.
 	loginThrottle *loginThrottle
@@ -219,7 +220,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	users, err := newUserDirectory(cfg.Users)
+	if err := validSeedUsers(cfg.Users); err != nil {
+		return nil, err
+	}
+	dummy, err := HashPassword(randomString(16))
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +233,8 @@ func New(cfg Config) (*Server, error) {
 		issuer:  issuer,
 		store:   cfg.Store,
 		clients: newClientDirectory(cfg.Clients),
-		users:   users,
+		people: &people{Directory: directory.New(cfg.Store, cfg.Now), users: cfg.Users, orgs: cfg.Orgs,
+			kv: cfg.Store, dummy: dummy},
 		csrfKey: derive(cfg.Secret, "csrf"),
 		log:     cfg.Logger,
 		metrics: newMetrics(),
@@ -249,7 +254,7 @@ func New(cfg Config) (*Server, error) {
 	s.keys = newKeyManager(cfg.Store, box, algs, cfg.KeyRotation, retain, cfg.Now)
 	s.grants = &grantStore{grants: cfg.Store, clients: s.clients, refreshTTL: cfg.RefreshTokenTTL, now: cfg.Now}
 	s.sessions = &sessionStore{kv: cfg.Store, ttl: cfg.SessionTTL, now: cfg.Now, secure: issuer.Scheme == "https"}
-	s.loginThrottle = &loginThrottle{kv: cfg.Store, window: cfg.FailureWindow,
+	s.loginThrottle = &loginThrottle{kv: cfg.Store, window: cfg.FailureWindow, accountWindow: 24 * time.Hour,
 		perPair: int64(cfg.MaxFailuresPerAccount), perAddress: int64(cfg.MaxFailuresPerAddress),
 		backoffAfter: 4 * int64(cfg.MaxFailuresPerAccount), maxBackoff: time.Minute,
 		deviceKey: derive(cfg.Secret, "device cookie"), secure: issuer.Scheme == "https"}
@@ -378,8 +383,8 @@ type Router interface {
 
 // Route mounts every endpoint of the server on r.
 func (s *Server) Route(r Router) {
-	h := func(f http.HandlerFunc) http.Handler { return limitBody(f) }
-	page := func(f http.HandlerFunc) http.Handler { return limitBody(securePage(f)) }
+	h := func(f http.HandlerFunc) http.Handler { return limitBody(s.withPeople(f)) }
+	page := func(f http.HandlerFunc) http.Handler { return limitBody(securePage(s.withPeople(f))) }
 	r.Method(http.MethodGet, "/.well-known/openid-configuration", h(s.discovery))
 	r.Method(http.MethodGet, "/.well-known/jwks.json", h(s.jwks))
 	r.Method(http.MethodGet, "/oauth2/authorize", page(s.authorize))
@@ -417,8 +422,10 @@ func (s *Server) Route(r Router) {
 	r.Method(http.MethodGet, "/api/orgs/{org}/members", h(s.members))
 	r.Method(http.MethodGet, "/api/orgs/{org}/audit", h(s.auditLog))
 	r.Method(http.MethodPost, "/api/orgs/{org}/mfa-reminders", h(s.sendReminders))
-	r.Method(http.MethodGet, "/healthz", h(healthz))
-	r.Method(http.MethodGet, "/readyz", h(s.readyz))
+	// Probes do not wait for the directory: a replica is alive, and ready
+	// once its store answers.
+	r.Method(http.MethodGet, "/healthz", limitBody(http.HandlerFunc(healthz)))
+	r.Method(http.MethodGet, "/readyz", limitBody(http.HandlerFunc(s.readyz)))
 }
 
 // Handler is the server on its own router-free mux, for tests and simple

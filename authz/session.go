@@ -24,6 +24,18 @@ type Session struct {
 	// SSO is when the login went through each upstream provider; a refresh
 	// past the provider's maximum session age fails.
 	SSO map[string]time.Time `json:"sso,omitempty"`
+	// OTPAt is when the login proved its otp factor, if it did; the
+	// factors epoch is judged against it (see secondFactors.otpStillValid).
+	OTPAt time.Time `json:"otp_at,omitzero"`
+}
+
+// otpAt is when the grant's otp was proved: OTPAt, or for grants made
+// before it was kept, the login's auth_time, which is no earlier.
+func (s *Session) otpAt() time.Time {
+	if !s.OTPAt.IsZero() {
+		return s.OTPAt
+	}
+	return s.AuthTime()
 }
 
 var _ openid.Session = (*Session)(nil)

@@ -157,6 +157,11 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	op, err := s.sso.discover(ctx, p)
 	if err != nil {
+		if e := q.Get("error"); e != "" {
+			s.showError(w, http.StatusUnauthorized, "Sign-in was not completed",
+				p.ID+" did not sign you in ("+truncate(e, 64)+": "+truncate(q.Get("error_description"), 200)+").")
+			return
+		}
 		s.showError(w, http.StatusBadGateway, "Sign-in provider unavailable", "The sign-in provider "+p.ID+" cannot be reached right now.")
 		return
 	}
@@ -181,6 +186,10 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u, upstreamMFA, err := s.ssoIdentity(ctx, op, p, q.Get("code"), st)
+	if _, refused := err.(errSSO); err != nil && !refused {
+		s.authorizeError(w, nil, err)
+		return
+	}
 	if err != nil {
 		s.log.Info("sso login refused", "provider", p.ID, "err", err)
 		s.showError(w, http.StatusUnauthorized, "Cannot sign in", err.Error())
@@ -251,8 +260,11 @@ func (s *Server) ssoIdentity(ctx context.Context, op *oidc.Provider, p *SSOProvi
 		if !ok {
 			return nil, false, errSSO("Your account at " + p.ID + " is not linked to an account here. Ask an administrator to link it (subject " + truncate(idt.Subject, 64) + ").")
 		}
-		u, ok := s.users.get(id)
-		if !ok {
+		u, err := s.user(ctx, id)
+		if err != nil {
+			return nil, false, err
+		}
+		if u == nil {
 			return nil, false, errSSO("Your account at " + p.ID + " is linked to an account that no longer exists here. Ask an administrator.")
 		}
 		return u, upstreamMFA, nil
@@ -260,8 +272,11 @@ func (s *Server) ssoIdentity(ctx context.Context, op *oidc.Provider, p *SSOProvi
 	if c.Email == "" || !c.Verified {
 		return nil, false, errSSO("The sign-in provider " + p.ID + " did not vouch for an email address, so it cannot be matched to an account here.")
 	}
-	u, ok := s.users.byEmail(c.Email)
-	if !ok {
+	u, err := s.userByEmail(ctx, c.Email)
+	if err != nil {
+		return nil, false, err
+	}
+	if u == nil {
 		return nil, false, errSSO("There is no account here for " + c.Email + ". Ask an administrator to add you.")
 	}
 	return u, upstreamMFA, nil
@@ -338,7 +353,7 @@ func (c refreshCheck) HandleTokenEndpointRequest(ctx context.Context, r fosite.A
 		}
 	}
 	if slices.Contains(sess.AMR(), tokens.MethodOTP) {
-		valid, err := c.mfa.otpStillValid(ctx, sess.Subject, sess.AuthTime())
+		valid, err := c.mfa.otpStillValid(ctx, sess.Subject, sess.otpAt())
 		if err != nil {
 			return err
 		}

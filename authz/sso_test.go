@@ -34,6 +34,9 @@ func newFederation(t *testing.T, trustMFA bool) *federation {
 			RedirectURIs: []string{"http://127.0.0.1/sso/acme/callback"},
 			GrantTypes:   []string{"authorization_code"}, ResponseTypes: []string{"code"},
 			Scopes: []string{"openid", "email", "profile"}, TokenEndpointAuthMethod: "client_secret_basic"})
+		// mallory, below, claims the local bob's address: the upstream's
+		// own bob (emails are unique) has another.
+		c.Users[1].Email = "bob@upstream.example"
 		c.Users = append(c.Users,
 			authz.User{ID: "up_eve", Username: "eve", Email: "eve@example.com", PasswordHash: hashOnce(), EmailVerified: true},
 			authz.User{ID: "up_mallory", Username: "mallory", Email: "bob@example.com", PasswordHash: hashOnce(), EmailVerified: false})

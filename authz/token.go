@@ -82,7 +82,18 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 	s.oauth.WriteRevocationResponse(r.Context(), w, err)
 }
 
+// introspect is RFC 7662 for confidential clients that authenticate as
+// themselves. fosite would also take any active access token as the
+// caller's credential, which would let any relying party, or anyone holding
+// a person's token, ask whether other clients' tokens are live and whose
+// they are.
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
+	if scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
+		w.Header().Set("WWW-Authenticate", `Basic realm="`+s.cfg.Issuer+`"`)
+		writeError(w, http.StatusUnauthorized, "invalid_client",
+			"Introspection takes a confidential client's own credentials (HTTP Basic or client_secret_post), not a bearer token.")
+		return
+	}
 	resp, err := s.oauth.NewIntrospectionRequest(r.Context(), r, newSession())
 	if isUnavailable(err) {
 		s.unavailable(w, err)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,9 +122,12 @@ func TestTokenMatrix(t *testing.T) {
 		{"me", "GET", "/api/me", nil, ""},
 		{"create-api-token", "POST", "/api/me/api-tokens", map[string]any{"name": "more"}, ""},
 		{"list-api-tokens", "GET", "/api/me/api-tokens", nil, ""},
+		{"delete-api-token", "DELETE", "/api/me/api-tokens/nosuchtoken0", nil, ""},
 		{"org", "GET", "/api/orgs/team", nil, ""},
 		{"members", "GET", "/api/orgs/team/members", nil, ""},
 		{"org-security", "PATCH", "/api/orgs/team/security", map[string]any{"sso_provider": ""}, ""},
+		{"audit", "GET", "/api/orgs/team/audit", nil, ""},
+		{"reminders", "POST", "/api/orgs/team/mfa-reminders", map[string]any{"user_ids": []string{"u_dave"}}, ""},
 		{"access", "GET", "/api/orgs/team/access/u_alice", nil, ""},
 		{"userinfo", "GET", "/oauth2/userinfo", nil, ""},
 		{"ssh", "POST", "/ssh", json.RawMessage(key), ""},
@@ -132,20 +136,20 @@ func TestTokenMatrix(t *testing.T) {
 	// want[kind][endpoint]; every cell is asserted. The gateway checks
 	// tokens offline, so a revoked one works there until it expires (an
 	// hour at most); SSH certificate revocation is the answer for it.
-	const ok, created201, unauth, forbid = http.StatusOK, http.StatusCreated, http.StatusUnauthorized, http.StatusForbidden
-	all := func(s int) []int { return []int{s, s, s, s, s, s, s, s, s, s} }
+	const ok, created201, unauth, forbid, missing = http.StatusOK, http.StatusCreated, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound
+	all := func(s int) []int { return slices.Repeat([]int{s}, 13) }
 	want := map[string][]int{
-		//                        me  create      list org members security access  userinfo ssh gateway
-		"access/cli":            {ok, created201, ok, ok, ok, ok, forbid, ok, ok, ok},
-		"access/console":        {ok, created201, ok, ok, ok, ok, forbid, ok, ok, ok},
-		"access/from-api-token": {ok, forbid, ok, ok, ok, ok, forbid, ok, ok, ok},
+		//                        me  create      list delete   org members security audit reminders access  userinfo ssh gateway
+		"access/cli":            {ok, created201, ok, missing, ok, ok, ok, ok, ok, forbid, ok, ok, ok},
+		"access/console":        {ok, created201, ok, missing, ok, ok, ok, ok, ok, forbid, ok, ok, ok},
+		"access/from-api-token": {ok, forbid, ok, missing, ok, ok, forbid, ok, ok, forbid, ok, ok, ok},
 		"refresh":               all(unauth),
 		"id-token":              all(unauth),
 		"api-token":             all(unauth),
-		"client-credentials":    {forbid, forbid, forbid, forbid, forbid, forbid, ok, forbid, forbid, unauth},
+		"client-credentials":    {forbid, forbid, forbid, forbid, forbid, forbid, forbid, forbid, forbid, ok, forbid, forbid, unauth},
 		"another-audience":      all(unauth),
-		"third-party-client":    {unauth, unauth, unauth, unauth, unauth, unauth, forbid, ok, unauth, unauth},
-		"revoked":               {unauth, unauth, unauth, unauth, unauth, unauth, unauth, unauth, unauth, ok},
+		"third-party-client":    {unauth, unauth, unauth, unauth, unauth, unauth, unauth, unauth, unauth, forbid, ok, unauth, unauth},
+		"revoked":               append(all(unauth)[:12], ok),
 		"none":                  all(unauth),
 	}
 	for _, k := range kinds {
@@ -213,5 +217,38 @@ func TestClientIDMayNotBeAUserID(t *testing.T) {
 		GrantTypes: []string{"client_credentials"}, Scopes: []string{"access.read"}, TokenEndpointAuthMethod: "client_secret_basic"})
 	if _, err := authz.New(cfg); err == nil || !strings.Contains(err.Error(), `client id "u_alice" is also a user id`) {
 		t.Fatalf("New with a client named u_alice: %v", err)
+	}
+}
+
+// TestIntrospectionWantsClientCredentials: a bearer token is no credential
+// for introspection, or any relying party could ask whose tokens are live.
+func TestIntrospectionWantsClientCredentials(t *testing.T) {
+	ts := newTestServer(t, withRelyingParty)
+	cli := codeLogin(t, ts, cliConfig(ts.Issuer, "53682"))
+	rpCfg := webConfig(ts.Issuer)
+	rpCfg.ClientID, rpCfg.ClientSecret, rpCfg.RedirectURL = rpClient, rpSecret, "https://rp.example/callback"
+	rp := codeLogin(t, ts, rpCfg)
+	introspect := func(header string) (int, map[string]any) {
+		req, _ := http.NewRequest("POST", ts.Issuer+"/oauth2/introspect", strings.NewReader(url.Values{"token": {cli.RefreshToken}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", header)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	for _, bearer := range []string{rp.AccessToken, cli.AccessToken} {
+		if status, body := introspect("Bearer " + bearer); status != 401 || body["error"] != "invalid_client" || body["active"] != nil {
+			t.Fatalf("introspection with a bearer token: %d %v", status, body)
+		}
+	}
+	req, _ := http.NewRequest("GET", "/", nil)
+	req.SetBasicAuth(rpClient, rpSecret)
+	if status, body := introspect(req.Header.Get("Authorization")); status != 200 || body["active"] != true {
+		t.Fatalf("introspection with client credentials: %d %v", status, body)
 	}
 }

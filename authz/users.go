@@ -11,67 +11,15 @@ import (
 	"golang.org/x/crypto/argon2"
 )
 
-// User is a person who can log in.
-type User struct {
-	ID       string
-	Username string
-	Email    string
-	Name     string
-	// PasswordHash is an argon2id string ($argon2id$v=19$m=…,t=…,p=…$salt$hash).
-	PasswordHash string
-	// EmailVerified: users seeded from config are vouched for by the operator.
-	EmailVerified bool
-}
-
-type userDirectory struct {
-	byID       map[string]*User
-	byUsername map[string]*User
-	email      map[string]*User
-	// dummy is checked when the username is unknown, so that a wrong
-	// username costs as much time as a wrong password.
-	dummy string
-}
-
-func newUserDirectory(users []User) (*userDirectory, error) {
-	d := &userDirectory{byID: map[string]*User{}, byUsername: map[string]*User{}, email: map[string]*User{}}
-	for i := range users {
-		u := users[i]
+// validSeedUsers checks the password hashes of the users the config
+// seeds, so that a bad one fails at start.
+func validSeedUsers(users []User) error {
+	for _, u := range users {
 		if _, err := decodeArgon2id(u.PasswordHash); err != nil {
-			return nil, fmt.Errorf("user %s: %w", u.ID, err)
-		}
-		d.byID[u.ID] = &u
-		d.byUsername[strings.ToLower(u.Username)] = &u
-		if u.Email != "" {
-			d.email[strings.ToLower(u.Email)] = &u
+			return fmt.Errorf("user %s: %w", u.ID, err)
 		}
 	}
-	var err error
-	d.dummy, err = HashPassword(randomString(16))
-	return d, err
-}
-
-func (d *userDirectory) get(id string) (*User, bool) {
-	u, ok := d.byID[id]
-	return u, ok
-}
-
-func (d *userDirectory) byEmail(email string) (*User, bool) {
-	u, ok := d.email[strings.ToLower(email)]
-	return u, ok
-}
-
-// authenticate returns the user if the password is right. It does the same
-// work whether or not the username exists.
-func (d *userDirectory) authenticate(username, password string) (*User, bool) {
-	u, ok := d.byUsername[strings.ToLower(username)]
-	hash := d.dummy
-	if ok {
-		hash = u.PasswordHash
-	}
-	if !CheckPassword(hash, password) || !ok {
-		return nil, false
-	}
-	return u, true
+	return nil
 }
 
 // Argon2id parameters: RFC 9106's second recommended option scaled to a

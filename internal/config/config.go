@@ -911,6 +911,10 @@ func (c *Config) Validate() error {
 	return errors.Join(v.errs...)
 }
 
+// defaultAPIClients are authz.DefaultAPIClients, the first-party clients
+// when api.clients names none.
+var defaultAPIClients = []string{"stepup-cli", "console"}
+
 func (v *validator) api(users map[string]bool) {
 	clients := map[string]bool{}
 	for i, cl := range v.c.Clients {
@@ -932,8 +936,12 @@ func (v *validator) api(users map[string]bool) {
 			}
 		}
 	}
+	firstParty := a.Clients
+	if len(firstParty) == 0 {
+		firstParty = defaultAPIClients
+	}
 	for j, id := range a.ManageClients {
-		if len(a.Clients) > 0 && !slices.Contains(a.Clients, id) {
+		if !slices.Contains(firstParty, id) {
 			v.errorf(fmt.Sprintf("api.manage_clients[%d]", j), "%q is not in api.clients: a client that manages must be first-party", id)
 		}
 	}
