@@ -36,8 +36,8 @@ type tokenUse struct {
 }
 
 var (
-	usePerson   = tokenUse{person: true, firstParty: true}
-	useManage   = tokenUse{person: true, firstParty: true, manage: true}
+	usePerson = tokenUse{person: true, firstParty: true}
+	useManage = tokenUse{person: true, firstParty: true, manage: true}
 	// useSecurity changes what an organization demands of everyone.
 	useSecurity = tokenUse{person: true, firstParty: true, manage: true, byLogin: true}
 	useUserinfo = tokenUse{person: true, scopes: []string{"openid"}}

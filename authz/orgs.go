@@ -108,7 +108,9 @@ func (q *orgRequest) admin(w http.ResponseWriter) bool {
 }
 
 func (q *orgRequest) view() map[string]any {
-	return map[string]any{"id": q.org.ID, "name": q.org.Name, "mfa_required": q.sec.MFARequired, "sso_provider": q.sec.SSOProvider}
+	o := *q.org
+	o.MFARequired, o.SSOProvider = q.sec.MFARequired, q.sec.SSOProvider
+	return orgView(&o)
 }
 
 // getOrg is GET /api/orgs/{org}.
@@ -204,14 +206,18 @@ func (s *Server) memberList(ctx context.Context, q *orgRequest) ([]memberView, e
 	if err != nil {
 		return nil, err
 	}
-	var out []memberView
+	return s.memberViews(ctx, q.org.ID, members)
+}
+
+func (s *Server) memberViews(ctx context.Context, org string, members []directory.Member) ([]memberView, error) {
+	out := []memberView{}
 	for _, m := range members {
 		u := &m.User
 		enrolled, err := s.mfa.enabled(ctx, u.ID)
 		if err != nil {
 			return nil, err
 		}
-		reminded, err := s.lastReminded(ctx, q.org.ID, u.ID)
+		reminded, err := s.lastReminded(ctx, org, u.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -225,7 +231,9 @@ func (s *Server) memberList(ctx context.Context, q *orgRequest) ([]memberView, e
 	return out, nil
 }
 
-// members is GET /api/orgs/{org}/members[?mfa_enabled=false].
+// members is GET /api/orgs/{org}/members[?mfa_enabled=false][&after=ID&limit=N].
+// With after or limit, it answers one page and, when there may be more,
+// "next", the after of the next page.
 func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	q, ok := s.orgCaller(w, r, useManage)
@@ -237,7 +245,26 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", "mfa_enabled must be true or false.")
 		return
 	}
-	list, err := s.memberList(ctx, q)
+	after, limit, paged, ok := membersPage(w, r)
+	if !ok {
+		return
+	}
+	var (
+		list []memberView
+		next string
+		err  error
+	)
+	if paged {
+		var page []directory.Member
+		if page, err = s.people.Members(ctx, q.org.ID, after, limit); err == nil {
+			if len(page) == limit {
+				next = page[len(page)-1].User.ID
+			}
+			list, err = s.memberViews(ctx, q.org.ID, page)
+		}
+	} else {
+		list, err = s.memberList(ctx, q)
+	}
 	if err != nil {
 		s.storeOrInternal(w, err)
 		return
@@ -248,7 +275,11 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 			out = append(out, m)
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"members": out})
+	answer := map[string]any{"members": out}
+	if next != "" {
+		answer["next"] = next
+	}
+	writeJSON(w, http.StatusOK, answer)
 }
 
 // auditLog is GET /api/orgs/{org}/audit.

@@ -419,7 +419,10 @@ func (s *Server) Route(r Router) {
 	r.Method(http.MethodGet, "/api/orgs/{org}/access/{user_id}", h(s.access))
 	r.Method(http.MethodGet, "/api/orgs/{org}", h(s.getOrg))
 	r.Method(http.MethodPatch, "/api/orgs/{org}/security", h(s.patchOrgSecurity))
+	r.Method(http.MethodPost, "/api/orgs", h(s.createOrg))
 	r.Method(http.MethodGet, "/api/orgs/{org}/members", h(s.members))
+	r.Method(http.MethodPatch, "/api/orgs/{org}/members/{user}", h(s.setMemberRole))
+	r.Method(http.MethodDelete, "/api/orgs/{org}/members/{user}", h(s.removeMember))
 	r.Method(http.MethodGet, "/api/orgs/{org}/audit", h(s.auditLog))
 	r.Method(http.MethodPost, "/api/orgs/{org}/mfa-reminders", h(s.sendReminders))
 	// Probes do not wait for the directory: a replica is alive, and ready
