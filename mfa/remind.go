@@ -1,23 +1,19 @@
 package mfa
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"mime"
-	"mime/quotedprintable"
 	"net"
 	"net/mail"
 	"net/smtp"
 	"os"
-	"strings"
 	"time"
+
+	"github.com/stepup-dev/stepup/internal/email"
 )
 
 // Reminder is an email asking a member to turn on multi-factor
@@ -33,45 +29,14 @@ type Reminder struct {
 
 // Message renders the reminder as an RFC 5322 message.
 func (r Reminder) Message() ([]byte, error) {
-	from, err := mail.ParseAddress(r.From)
-	if err != nil {
-		return nil, fmt.Errorf("sender %q: %w", r.From, err)
-	}
-	to, err := mail.ParseAddress(r.To)
-	if err != nil {
-		return nil, fmt.Errorf("recipient %q: %w", r.To, err)
-	}
 	// Names come from configuration, but a header must never carry a
 	// line break.
-	org, user := oneLine(r.OrgName), oneLine(r.Username)
-	id := make([]byte, 12)
-	_, _ = rand.Read(id)
-	domain := from.Address[strings.LastIndexByte(from.Address, '@')+1:]
-
-	var b bytes.Buffer
-	header := func(k, v string) { fmt.Fprintf(&b, "%s: %s\r\n", k, v) }
-	header("From", from.String())
-	header("To", to.String())
-	header("Subject", mime.QEncoding.Encode("utf-8", "Turn on multi-factor authentication for "+org))
-	header("Date", r.Now.UTC().Format(time.RFC1123Z))
-	header("Message-ID", "<"+hex.EncodeToString(id)+"@"+domain+">")
-	header("MIME-Version", "1.0")
-	header("Content-Type", "text/plain; charset=utf-8")
-	header("Content-Transfer-Encoding", "quoted-printable")
-	b.WriteString("\r\n")
-	qp := quotedprintable.NewWriter(&b)
-	fmt.Fprintf(qp, "Hello %s,\r\n\r\n", user)
-	fmt.Fprintf(qp, "%s asks its members to protect their accounts with multi-factor authentication (MFA): after your password, a code from an authenticator app on your phone.\r\n\r\n", org)
-	fmt.Fprintf(qp, "It takes a minute. Turn it on here:\r\n\r\n  %s\r\n\r\n", r.Link)
-	fmt.Fprintf(qp, "Until you do, %s may refuse access to its services.\r\n", org)
-	if err := qp.Close(); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == '\r' || r == '\n' }), " ")
+	org, user := email.OneLine(r.OrgName), email.OneLine(r.Username)
+	body := fmt.Sprintf("Hello %s,\r\n\r\n", user) +
+		fmt.Sprintf("%s asks its members to protect their accounts with multi-factor authentication (MFA): after your password, a code from an authenticator app on your phone.\r\n\r\n", org) +
+		fmt.Sprintf("It takes a minute. Turn it on here:\r\n\r\n  %s\r\n\r\n", r.Link) +
+		fmt.Sprintf("Until you do, %s may refuse access to its services.\r\n", org)
+	return email.Compose(r.From, r.To, "Turn on multi-factor authentication for "+org, body, r.Now)
 }
 
 // Mailer sends a message.
