@@ -622,6 +622,53 @@ gateway: {client_id: %s, client_secret: %q}
 		}
 	})
 
+	t.Run("ok/idle-flood-from-many-addresses", func(t *testing.T) {
+		floodPort := strconv.Itoa(testenv.FreePort(t))
+		gw := startGateway(t, "--issuer", issuer, "--config", cfgPath, "--ssh-addr", "127.0.0.1:"+floodPort,
+			"--host-key", hostKey, "--git-root", t.TempDir())
+		// 39 addresses, each with as many idle sockets as it may have:
+		// more than the gateway has connection slots.
+		var flood []net.Conn
+		for i := 2; i <= 40; i++ {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(i))}, Timeout: 5 * time.Second}
+			for range gateway.DefaultMaxPreAuthPerSource {
+				c, err := d.Dial("tcp", "127.0.0.1:"+floodPort)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				flood = append(flood, c)
+			}
+		}
+		if len(flood) <= gateway.DefaultMaxConns {
+			t.Fatalf("a flood of %d is no flood", len(flood))
+		}
+		// Each is answered, with the banner or by hanging up, once
+		// accepted.
+		for _, c := range flood {
+			greeted(t, c)
+		}
+		// Someone from yet another address gets in while they are held.
+		other := append([]string{"-o", "BindAddress=127.0.0.41"}, sshOptions(floodPort, aliceKey)...)
+		if got := sshWith(t, other, service, "whoami"); got != (result{whoami, "", 0}) {
+			t.Errorf("from 127.0.0.41: %#v", got)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !regexp.MustCompile(`msg="SSH connection authenticated" remote=127\.0\.0\.41:`).MatchString(gw.output()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the login from 127.0.0.41 is not in the log:\n%s", gw.output())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		// The flood's displaced connections: one line. Nobody refused.
+		if n := strings.Count(gw.output(), "too many unauthenticated SSH connections; closing the longest-waiting one"); n != 1 {
+			t.Errorf("%d log lines about displaced connections, want 1:\n%s", n, gw.output())
+		}
+		if n := strings.Count(gw.output(), "too many SSH connections;") + strings.Count(gw.output(), "from one source"); n != 0 {
+			t.Errorf("%d log lines about refusals, want none:\n%s", n, gw.output())
+		}
+	})
+
 	t.Run("ok/healthz", func(t *testing.T) {
 		resp, err := http.Get("http://" + httpAddr + "/healthz")
 		if err != nil {

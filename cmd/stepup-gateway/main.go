@@ -6,7 +6,7 @@
 //	stepup-gateway --issuer URL --config FILE [--ssh-addr HOST:PORT]
 //	               [--http-addr HOST:PORT] [--host-key FILE] [--state-dir DIR]
 //	               [--git-root DIR] [--handshake-timeout D]
-//	               [--max-preauth-per-source N]
+//	               [--max-preauth N] [--max-preauth-per-source N]
 package main
 
 import (
@@ -50,7 +50,8 @@ type options struct {
 	hostKey, gitRoot   string
 	stateDir           string
 	handshakeTimeout   time.Duration
-	maxPreAuth         int
+	maxPreAuth         int // in all
+	maxPreAuthPerSrc   int
 }
 
 // errUsage is a flag problem the flag package has already explained.
@@ -68,8 +69,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` kept across restarts, for the host key (default: $STATE_DIRECTORY, else $XDG_STATE_HOME/stepup-gateway, else ~/.local/state/stepup-gateway)")
 	fs.StringVar(&o.gitRoot, "git-root", filepath.Join(os.TempDir(), "stepup-gateway-git"), "`directory` of the services' git repositories")
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", gateway.DefaultHandshakeTimeout, "how long a connection may take to authenticate before it is closed")
-	fs.IntVar(&o.maxPreAuth, "max-preauth-per-source", gateway.DefaultMaxPreAuthPerSource,
-		fmt.Sprintf("unauthenticated connections one address (an IPv6 /64) may have open; more are closed at once. Behind a proxy that hides clients' addresses, raise it to %d (all connections) to turn it off", gateway.DefaultMaxConns))
+	fs.IntVar(&o.maxPreAuth, "max-preauth", gateway.DefaultMaxPreAuth,
+		fmt.Sprintf("unauthenticated connections open at once from all addresses together (at most %d), so that the rest of the %[1]d connection slots stay for authenticated ones; at the limit, each new one closes the longest-waiting one of the address with the most", gateway.DefaultMaxConns))
+	fs.IntVar(&o.maxPreAuthPerSrc, "max-preauth-per-source", gateway.DefaultMaxPreAuthPerSource,
+		"unauthenticated connections one address (an IPv6 /64) may have open; more are closed at once. Behind a proxy that hides clients' addresses, raise it to --max-preauth to turn it off")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
@@ -81,8 +84,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		fs.Usage()
 		return o, errUsage
 	}
-	if o.handshakeTimeout <= 0 || o.maxPreAuth <= 0 {
-		fmt.Fprintln(stderr, "stepup-gateway: --handshake-timeout and --max-preauth-per-source must be positive")
+	if o.handshakeTimeout <= 0 || o.maxPreAuth <= 0 || o.maxPreAuthPerSrc <= 0 {
+		fmt.Fprintln(stderr, "stepup-gateway: --handshake-timeout, --max-preauth and --max-preauth-per-source must be positive")
+		return o, errUsage
+	}
+	if o.maxPreAuth > gateway.DefaultMaxConns {
+		fmt.Fprintf(stderr, "stepup-gateway: --max-preauth may be at most %d, the gateway's connection slots\n", gateway.DefaultMaxConns)
 		return o, errUsage
 	}
 	return o, nil
@@ -112,7 +119,7 @@ func run(args []string, stderr io.Writer) error {
 		Issuer:   issuer,
 		Services: file.services, ClientID: file.clientID, ClientSecret: file.clientSecret, TokenClients: file.tokenClients,
 		HostKey: hostKey, GitRoot: o.gitRoot, Logger: log,
-		HandshakeTimeout: o.handshakeTimeout, MaxPreAuthPerSource: o.maxPreAuth,
+		HandshakeTimeout: o.handshakeTimeout, MaxPreAuth: o.maxPreAuth, MaxPreAuthPerSource: o.maxPreAuthPerSrc,
 	})
 	if err != nil {
 		return err

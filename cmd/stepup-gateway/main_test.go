@@ -12,11 +12,12 @@ import (
 func TestLimitFlags(t *testing.T) {
 	var stderr strings.Builder
 	o, err := parseFlags(nil, &stderr)
-	if err != nil || o.handshakeTimeout != gateway.DefaultHandshakeTimeout || o.maxPreAuth != gateway.DefaultMaxPreAuthPerSource {
+	if err != nil || o.handshakeTimeout != gateway.DefaultHandshakeTimeout || o.maxPreAuthPerSrc != gateway.DefaultMaxPreAuthPerSource ||
+		o.maxPreAuth != gateway.DefaultMaxPreAuth {
 		t.Fatalf("defaults: %+v, %v", o, err)
 	}
-	o, err = parseFlags([]string{"--handshake-timeout", "3s", "--max-preauth-per-source", "256"}, &stderr)
-	if err != nil || o.handshakeTimeout != 3*time.Second || o.maxPreAuth != 256 {
+	o, err = parseFlags([]string{"--handshake-timeout", "3s", "--max-preauth-per-source", "256", "--max-preauth", "200"}, &stderr)
+	if err != nil || o.handshakeTimeout != 3*time.Second || o.maxPreAuthPerSrc != 256 || o.maxPreAuth != 200 {
 		t.Fatalf("set: %+v, %v", o, err)
 	}
 	for _, args := range [][]string{
@@ -24,10 +25,16 @@ func TestLimitFlags(t *testing.T) {
 		{"--handshake-timeout", "-1s"},
 		{"--max-preauth-per-source", "0"},
 		{"--max-preauth-per-source", "-3"},
+		{"--max-preauth", "0"},
+		{"--max-preauth", "-1"},
 	} {
 		stderr.Reset()
 		if _, err := parseFlags(args, &stderr); !errors.Is(err, errUsage) || !strings.Contains(stderr.String(), "must be positive") {
 			t.Errorf("%q: %v, %q", args, err, stderr.String())
 		}
+	}
+	stderr.Reset()
+	if _, err := parseFlags([]string{"--max-preauth", "257"}, &stderr); !errors.Is(err, errUsage) || !strings.Contains(stderr.String(), "at most 256") {
+		t.Errorf("--max-preauth 257: %v, %q", err, stderr.String())
 	}
 }

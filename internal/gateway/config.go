@@ -30,6 +30,9 @@ const (
 	// stuck or abandoned client ever reaches it.
 	DefaultIdleTimeout = 10 * time.Minute
 	DefaultMaxConns    = 256
+	// DefaultMaxPreAuth is the default of MaxPreAuth with the default
+	// MaxConns: half of it.
+	DefaultMaxPreAuth = DefaultMaxConns / 2
 	// DefaultMaxPreAuthPerSource is how many connections from one source
 	// address may be unauthenticated at once (as OpenSSH's
 	// PerSourceMaxStartups). Real clients are in that state for
@@ -81,12 +84,22 @@ type Config struct {
 	// before they take one of the MaxConns slots. A source is an IPv4
 	// address or an IPv6 /64 (what one host is usually given). Behind a
 	// proxy that hides clients' addresses everyone is one source: set it
-	// to MaxConns there to turn the limit off. Default
+	// to MaxPreAuth there to turn the limit off. Default
 	// DefaultMaxPreAuthPerSource.
 	MaxPreAuthPerSource int
-	MaxSessions         int           // DefaultMaxSessions, per connection
-	DecideTimeout       time.Duration // DefaultDecideTimeout
-	ShutdownGrace       time.Duration // DefaultShutdownGrace
+	// MaxPreAuth bounds the connections that have not authenticated yet,
+	// from all sources together (as OpenSSH's MaxStartups), so that the
+	// other MaxConns-MaxPreAuth slots always stay for connections that
+	// have: many sources each just under MaxPreAuthPerSource cannot fill
+	// them all. When MaxPreAuth connections are waiting, a new one does
+	// not wait for a place: it takes that of the longest-waiting
+	// connection of the source with the most waiting, which is closed, so
+	// idle sockets from many addresses cannot keep people from logging
+	// in either. At most MaxConns. Default MaxConns/2 (at least 1).
+	MaxPreAuth    int
+	MaxSessions   int           // DefaultMaxSessions, per connection
+	DecideTimeout time.Duration // DefaultDecideTimeout
+	ShutdownGrace time.Duration // DefaultShutdownGrace
 	// TrustRefresh and TrustMinRefetch pace the CA list fetches; AccessTTL
 	// is how long access answers are reused. See packages trust and access.
 	TrustRefresh    time.Duration
@@ -143,6 +156,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxPreAuthPerSource == 0 {
 		c.MaxPreAuthPerSource = DefaultMaxPreAuthPerSource
 	}
+	if c.MaxPreAuth == 0 {
+		c.MaxPreAuth = max(1, c.MaxConns/2)
+	}
 	if c.MaxSessions == 0 {
 		c.MaxSessions = DefaultMaxSessions
 	}
@@ -192,8 +208,10 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("gateway: %s must not be negative, got %v", d.name, d.v))
 		}
 	}
-	if c.MaxConns < 0 || c.MaxPreAuthPerSource < 0 || c.MaxSessions < 0 {
-		errs = append(errs, errors.New("gateway: MaxConns, MaxPreAuthPerSource and MaxSessions must not be negative"))
+	if c.MaxConns < 0 || c.MaxPreAuth < 0 || c.MaxPreAuthPerSource < 0 || c.MaxSessions < 0 {
+		errs = append(errs, errors.New("gateway: MaxConns, MaxPreAuth, MaxPreAuthPerSource and MaxSessions must not be negative"))
+	} else if c.MaxPreAuth > c.MaxConns {
+		errs = append(errs, fmt.Errorf("gateway: MaxPreAuth %d is more than MaxConns %d", c.MaxPreAuth, c.MaxConns))
 	}
 	return errors.Join(errs...)
 }

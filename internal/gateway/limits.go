@@ -43,38 +43,96 @@ func sourceOf(a net.Addr) source {
 	return p
 }
 
-// preAuth counts, per source, the connections that have not authenticated
-// yet, and refuses a source more than max of them.
+// preAuth counts the connections that have not authenticated yet: at most
+// perSource of them from one source, and at most max in all, so that the
+// rest of the MaxConns slots always stay for connections that have
+// authenticated.
+//
+// The global limit does not refuse: when it is reached, a newcomer takes
+// the place of the longest-waiting connection of the source that has the
+// most waiting. Refusing would let whoever keeps max idle sockets open
+// from max/perSource addresses (16 IPv4 addresses, or /64s of one /56, by
+// default) lock every new login out, reconnecting whenever the handshake
+// timeout closes one. Displacing them instead, a real client, which
+// needs milliseconds to authenticate, is itself displaced only if the
+// flood opens max new connections within those milliseconds, and, as
+// long as it comes from an address of its own, only once every waiting
+// source is down to one connection.
+//
+// There is no random early drop below max, as OpenSSH's MaxStartups
+// start:rate:full has: it refuses real clients as readily as a flood's,
+// which retries for free, and it sheds the cost of a process per
+// connection that a goroutine here does not have; the handshakes at work
+// at once are bounded by max anyway.
 type preAuth struct {
-	max int
+	perSource, max int
 
-	mu sync.Mutex
-	n  map[source]int
+	mu  sync.Mutex
+	seq uint64           // arrivals so far
+	in  map[*conn]uint64 // who is waiting, and when they arrived
+	n   map[source]int   // how many are waiting per source; only sources with some
 }
 
-func newPreAuth(max int) *preAuth { return &preAuth{max: max, n: map[source]int{}} }
+func newPreAuth(perSource, max int) *preAuth {
+	return &preAuth{perSource: perSource, max: max, in: map[*conn]uint64{}, n: map[source]int{}}
+}
 
-// enter counts one more connection from src, or reports false, counting
-// nothing, when src already has max.
-func (p *preAuth) enter(src source) bool {
+// enter counts c, or reports false, counting nothing, when its source
+// already has perSource connections waiting. When max are waiting, c
+// takes the place of victim, which is no longer counted and is the
+// caller's to close.
+func (p *preAuth) enter(c *conn) (victim *conn, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.n[src] >= p.max {
+	if p.n[c.source] >= p.perSource {
+		return nil, false
+	}
+	if len(p.in) >= p.max {
+		if victim = p.victim(); victim != nil {
+			p.remove(victim)
+		}
+	}
+	p.seq++
+	p.in[c] = p.seq
+	p.n[c.source]++
+	return victim, true
+}
+
+// victim is the oldest waiting connection of the source with the most
+// waiting; p.mu is held. A scan, at most max long, and only when full.
+func (p *preAuth) victim() *conn {
+	var v *conn
+	var vn int
+	var vseq uint64
+	for c, seq := range p.in {
+		n := p.n[c.source]
+		if v == nil || n > vn || n == vn && seq < vseq {
+			v, vn, vseq = c, n, seq
+		}
+	}
+	return v
+}
+
+// leave uncounts a connection that authenticated or went away. It
+// reports false when c was no longer counted: a newcomer took its place,
+// and closes it.
+func (p *preAuth) leave(c *conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.in[c]; !ok {
 		return false
 	}
-	p.n[src]++
+	p.remove(c)
 	return true
 }
 
-// leave uncounts a connection that authenticated or went away.
-func (p *preAuth) leave(src source) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.n[src] <= 1 {
-		delete(p.n, src) // the map holds only sources with someone waiting
+func (p *preAuth) remove(c *conn) {
+	delete(p.in, c)
+	if p.n[c.source] <= 1 {
+		delete(p.n, c.source)
 		return
 	}
-	p.n[src]--
+	p.n[c.source]--
 }
 
 // count is how many connections from src are unauthenticated now.
@@ -82,6 +140,13 @@ func (p *preAuth) count(src source) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.n[src]
+}
+
+// total is how many connections are unauthenticated now.
+func (p *preAuth) total() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.in)
 }
 
 // refusalLogEvery is how often a refusal that keeps happening is logged.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -52,6 +53,7 @@ func capture(t *testing.T, c *Config) *logBuffer {
 const (
 	perSourceRefusal = "too many unauthenticated SSH connections from one source"
 	globalRefusal    = "too many SSH connections"
+	displacement     = "too many unauthenticated SSH connections; closing the longest-waiting one"
 )
 
 // tcpFrom opens a TCP connection to addr from the loopback address local,
@@ -157,15 +159,211 @@ func waitPreAuth(t *testing.T, gw *testGateway, local string, n int) {
 	}
 }
 
+// waitSlots waits until the gateway holds n connection slots: a
+// displaced connection's goroutine may still be on its way out.
+func waitSlots(t *testing.T, gw *testGateway, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(gw.srv.slots) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connection slots taken after 5s, want %d", len(gw.srv.slots), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitPreAuthTotal waits until the gateway counts n unauthenticated
+// connections in all; see waitPreAuth.
+func waitPreAuthTotal(t *testing.T, gw *testGateway, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for gw.srv.preAuth.total() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d unauthenticated connections after 5s, want %d", gw.srv.preAuth.total(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestConfigDefaultsForLimits(t *testing.T) {
 	c := Config{}.withDefaults()
-	if c.HandshakeTimeout != 10*time.Second || c.MaxPreAuthPerSource != 8 || c.MaxConns != 256 {
-		t.Errorf("HandshakeTimeout %v, MaxPreAuthPerSource %d, MaxConns %d; want 10s, 8, 256",
-			c.HandshakeTimeout, c.MaxPreAuthPerSource, c.MaxConns)
+	if c.HandshakeTimeout != 10*time.Second || c.MaxPreAuthPerSource != 8 || c.MaxConns != 256 || c.MaxPreAuth != 128 {
+		t.Errorf("HandshakeTimeout %v, MaxPreAuthPerSource %d, MaxConns %d, MaxPreAuth %d; want 10s, 8, 256, 128",
+			c.HandshakeTimeout, c.MaxPreAuthPerSource, c.MaxConns, c.MaxPreAuth)
 	}
-	c = Config{Issuer: "https://id.example.com", ClientID: "x", ClientSecret: "y", Services: map[string]string{"svc": "acme"}, MaxPreAuthPerSource: -1}
-	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "MaxPreAuthPerSource") {
-		t.Errorf("a negative MaxPreAuthPerSource: %v", err)
+	if DefaultMaxPreAuth != DefaultMaxConns/2 {
+		t.Errorf("DefaultMaxPreAuth %d, want half of DefaultMaxConns %d", DefaultMaxPreAuth, DefaultMaxConns)
+	}
+	// Half of MaxConns, whatever that is, but at least one.
+	for conns, want := range map[int]int{20: 10, 7: 3, 2: 1, 1: 1} {
+		if got := (Config{MaxConns: conns}).withDefaults().MaxPreAuth; got != want {
+			t.Errorf("MaxConns %d: MaxPreAuth %d, want %d", conns, got, want)
+		}
+	}
+	base := Config{Issuer: "https://id.example.com", ClientID: "x", ClientSecret: "y", Services: map[string]string{"svc": "acme"}}
+	if err := base.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mutate func(*Config)
+		want   string
+	}{
+		{func(c *Config) { c.MaxPreAuthPerSource = -1 }, "MaxPreAuthPerSource"},
+		{func(c *Config) { c.MaxPreAuth = -1 }, "MaxPreAuth"},
+		{func(c *Config) { c.MaxConns, c.MaxPreAuth = 10, 11 }, "MaxPreAuth 11 is more than MaxConns 10"},
+	} {
+		c := base
+		tc.mutate(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", c, err, tc.want)
+		}
+	}
+	c = base
+	c.MaxConns, c.MaxPreAuth = 10, 10 // allowed: nothing reserved, but still displacing
+	if err := c.Validate(); err != nil {
+		t.Errorf("MaxPreAuth = MaxConns: %v", err)
+	}
+}
+
+// TestPreAuthDisplaces: once MaxPreAuth connections are waiting, each new
+// one takes the place of the oldest of the source with the most waiting,
+// or the oldest of all when every source has as many; a source at its own
+// limit is refused instead.
+func TestPreAuthDisplaces(t *testing.T) {
+	p := newPreAuth(3, 5)
+	var all []*conn
+	mk := func(ip string) *conn {
+		c := &conn{source: src4(ip)}
+		all = append(all, c)
+		return c
+	}
+	const a, b, c, d, e, f = "192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5", "192.0.2.6"
+	enter := func(who *conn) *conn {
+		t.Helper()
+		victim, ok := p.enter(who)
+		if !ok {
+			t.Fatalf("%v refused", who.source)
+		}
+		return victim
+	}
+	a1, b1, a2, c1, a3 := mk(a), mk(b), mk(a), mk(c), mk(a)
+	for _, w := range []*conn{a1, b1, a2, c1, a3} {
+		if v := enter(w); v != nil {
+			t.Fatalf("%v displaced below the limit", v.source)
+		}
+	}
+	if _, ok := p.enter(mk(a)); ok {
+		t.Fatal("a fourth connection from a source with MaxPreAuthPerSource 3 was counted")
+	}
+	d1, d2, e1 := mk(d), mk(d), mk(e)
+	for _, step := range []struct {
+		in, want *conn
+	}{
+		{d1, a1},    // a has 3: its oldest goes
+		{d2, a2},    // a still has the most, 2
+		{e1, d1},    // d now has 2
+		{mk(f), b1}, // one each: the oldest of all
+	} {
+		if v := enter(step.in); v != step.want {
+			t.Errorf("%v came in and displaced %v, want %v", step.in.source, v, step.want.source)
+		}
+		if n := p.total(); n != 5 {
+			t.Errorf("%d waiting, want MaxPreAuth 5", n)
+		}
+	}
+	if p.count(src4(a)) != 1 || p.count(src4(d)) != 1 || p.count(src4(b)) != 0 {
+		t.Errorf("counts a %d, d %d, b %d; want 1, 1, 0", p.count(src4(a)), p.count(src4(d)), p.count(src4(b)))
+	}
+	// A displaced connection is no longer counted when it goes; one that
+	// was is, once.
+	if p.leave(b1) {
+		t.Error("leave counted a displaced connection")
+	}
+	if !p.leave(a3) || p.leave(a3) {
+		t.Error("leave: want true once, then false")
+	}
+	if n := p.total(); n != 4 {
+		t.Errorf("%d waiting after one left, want 4", n)
+	}
+	for _, w := range all {
+		p.leave(w)
+	}
+	if len(p.in) != 0 || len(p.n) != 0 {
+		t.Errorf("after everyone left: %d waiting, %d sources", len(p.in), len(p.n))
+	}
+}
+
+// TestFloodFromManySources: idle sockets from many addresses, each within
+// its own limit but together more than the gateway has connection slots,
+// hold no more than MaxPreAuth of them; real clients from elsewhere still
+// log in while the flood is held open, and authenticated ones keep their
+// share of the slots.
+func TestFloodFromManySources(t *testing.T) {
+	const maxConns, maxPreAuth = 20, 10 // MaxPreAuth by default
+	var logs *logBuffer
+	_, ca, gw := setup(t, func(c *Config) {
+		logs = capture(t, c)
+		c.MaxConns = maxConns
+		c.MaxPreAuthPerSource = 3
+		// Long enough that the flood is still there at the end.
+		c.HandshakeTimeout = time.Minute
+	})
+	signer := certSigner(t, ca, gw.Clock, "u_alice", "alice", "pwd", "otp", "mfa")
+	waitIdle(t, gw)
+
+	// 39 addresses with 3 idle sockets each: 117, none over its source's
+	// limit, far over MaxConns.
+	var flood []net.Conn
+	for i := 2; i <= 40; i++ {
+		for range 3 {
+			flood = append(flood, tcpFrom(t, fmt.Sprintf("127.0.0.%d", i), gw.Addr))
+		}
+	}
+	// The gateway answers (its banner, or hanging up) only once it has
+	// accepted a connection: after this it has seen them all.
+	for _, c := range flood {
+		greeted(t, c)
+	}
+	if n := gw.srv.preAuth.total(); n != maxPreAuth {
+		t.Errorf("%d unauthenticated connections held, want MaxPreAuth = %d", n, maxPreAuth)
+	}
+	waitSlots(t, gw, maxPreAuth)
+
+	// Someone from yet another address logs in while the flood is held.
+	alice := mustSSHFrom(t, "127.0.0.41", gw.Addr, signer)
+	if got := run(t, alice, "whoami"); got != (result{"alice " + testService + "\n", "", 0}) {
+		t.Errorf("whoami from 127.0.0.41: %+v", got)
+	}
+	// It displaced one of the flood and then stopped counting.
+	waitPreAuthTotal(t, gw, maxPreAuth-1)
+
+	// The flood tops itself up before each login, and still the other
+	// MaxConns-MaxPreAuth slots fill with authenticated connections.
+	for i := range maxConns - maxPreAuth - 1 {
+		if !greeted(t, tcpFrom(t, fmt.Sprintf("127.0.1.%d", i+1), gw.Addr)) {
+			t.Fatal("an idle connection was refused below MaxPreAuth")
+		}
+		if n := gw.srv.preAuth.total(); n != maxPreAuth {
+			t.Fatalf("%d unauthenticated connections after topping up, want %d", n, maxPreAuth)
+		}
+		c := mustSSHFrom(t, fmt.Sprintf("127.0.2.%d", i+1), gw.Addr, signer)
+		if got := run(t, c, "whoami"); got.code != 0 {
+			t.Errorf("whoami from 127.0.2.%d: %+v", i+1, got)
+		}
+		waitPreAuthTotal(t, gw, maxPreAuth-1)
+	}
+	// Ten logged in, nine of the flood waiting.
+	waitSlots(t, gw, maxConns-1)
+	if got := run(t, alice, "whoami"); got.code != 0 {
+		t.Errorf("the first login's second whoami: %+v", got)
+	}
+
+	// Over a hundred displaced, one line; nothing refused.
+	if n := logs.count(displacement); n != 1 {
+		t.Errorf("the displacement logged %d times, want once", n)
+	}
+	if n := logs.count(globalRefusal+";") + logs.count(perSourceRefusal); n != 0 {
+		t.Errorf("%d refusals logged, want none", n)
 	}
 }
 

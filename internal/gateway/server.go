@@ -41,9 +41,10 @@ type Server struct {
 	repos   *gitrepo.Repos
 
 	slots   chan struct{} // one per open connection, up to MaxConns
-	preAuth *preAuth      // unauthenticated connections per source
-	// Refusals of new connections, logged sparingly: they come in floods.
-	tooManyFromSource, tooMany *refusalLog
+	preAuth *preAuth      // unauthenticated connections, per source and in all
+	// Refusals of new connections and connections closed to make room
+	// for them, logged sparingly: they come in floods.
+	tooManyFromSource, tooMany, displaced *refusalLog
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -87,11 +88,13 @@ func New(cfg Config) (*Server, error) {
 		repos:   &gitrepo.Repos{Root: cfg.GitRoot},
 		checker: &ssh.CertChecker{IsUserAuthority: tc.IsUserAuthority, Clock: cfg.Now},
 		slots:   make(chan struct{}, cfg.MaxConns),
-		preAuth: newPreAuth(cfg.MaxPreAuthPerSource),
+		preAuth: newPreAuth(cfg.MaxPreAuthPerSource, cfg.MaxPreAuth),
 		conns:   map[*conn]struct{}{},
 		tooManyFromSource: newRefusalLog(cfg.Logger, refusalLogEvery,
 			"too many unauthenticated SSH connections from one source; closing new ones from it", "max_per_source", cfg.MaxPreAuthPerSource),
 		tooMany: newRefusalLog(cfg.Logger, refusalLogEvery, "too many SSH connections; closing new ones", "max", cfg.MaxConns),
+		displaced: newRefusalLog(cfg.Logger, refusalLogEvery,
+			"too many unauthenticated SSH connections; closing the longest-waiting one of the source with the most for each new one", "max_preauth", cfg.MaxPreAuth),
 	}
 	s.sshCfg = &ssh.ServerConfig{
 		PublicKeyCallback: s.authenticate,
@@ -159,23 +162,35 @@ func (s *Server) accept(ctx context.Context, l net.Listener) error {
 			continue
 		}
 		backoff = 0
-		// The source's own limit first, so that a source over it is
-		// turned away without touching the slots everyone else needs.
+		// The limits on unauthenticated connections first, so that a
+		// source over its own is turned away without touching the slots
+		// everyone else needs, and so that unauthenticated connections
+		// never hold more than MaxPreAuth of them.
 		src := sourceOf(raw.RemoteAddr())
-		if !s.preAuth.enter(src) {
+		c := &conn{raw: raw, source: src, max: s.cfg.MaxSessions}
+		victim, ok := s.preAuth.enter(c)
+		if !ok {
 			s.tooManyFromSource.refused(raw.RemoteAddr(), src)
 			_ = raw.Close()
 			continue
 		}
-		select {
-		case s.slots <- struct{}{}:
-		default:
-			s.preAuth.leave(src)
-			s.tooMany.refused(raw.RemoteAddr(), src)
-			_ = raw.Close()
-			continue
+		if victim != nil {
+			s.displaced.refused(victim.raw.RemoteAddr(), victim.source)
+			_ = victim.raw.Close()
 		}
-		c := &conn{raw: raw, source: src, max: s.cfg.MaxSessions}
+		// A newcomer that displaced someone takes over their slot, unless
+		// they have already given it back.
+		if victim == nil || !victim.slot.Swap(false) {
+			select {
+			case s.slots <- struct{}{}:
+			default:
+				s.preAuth.leave(c)
+				s.tooMany.refused(raw.RemoteAddr(), src)
+				_ = raw.Close()
+				continue
+			}
+		}
+		c.slot.Store(true)
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
@@ -184,7 +199,9 @@ func (s *Server) accept(ctx context.Context, l net.Listener) error {
 				s.mu.Lock()
 				delete(s.conns, c)
 				s.mu.Unlock()
-				<-s.slots
+				if c.slot.Swap(false) {
+					<-s.slots
+				}
 			}()
 			s.serveConn(c)
 		})
@@ -194,6 +211,7 @@ func (s *Server) accept(ctx context.Context, l net.Listener) error {
 func (s *Server) shutdown() {
 	s.tooManyFromSource.close()
 	s.tooMany.close()
+	s.displaced.close()
 	s.mu.Lock()
 	for c := range s.conns {
 		c.drain()
@@ -222,6 +240,9 @@ type conn struct {
 	raw    net.Conn
 	source source // counted in preAuth until authenticated
 	max    int
+	// slot is set while c holds one of Server.slots: from accept until
+	// it ends, or until a newcomer that displaced it takes the slot over.
+	slot atomic.Bool
 
 	mu       sync.Mutex
 	sessions int
@@ -269,12 +290,18 @@ func (s *Server) serveConn(c *conn) {
 	_ = c.raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	sconn, chans, reqs, err := ssh.NewServerConn(nc, s.sshCfg)
 	// Authenticated, or gone: either way no longer waiting at the door.
-	s.preAuth.leave(c.source)
+	counted := s.preAuth.leave(c)
 	if err != nil {
 		s.log.Debug("SSH handshake failed", "remote", remote, "err", err)
 		return
 	}
 	defer sconn.Close()
+	if !counted {
+		// Displaced by a newcomer in the instant between authenticating
+		// and here: it has been closed under us.
+		s.log.Debug("SSH connection displaced just as it authenticated", "remote", remote)
+		return
+	}
 	_ = c.raw.SetDeadline(time.Time{})
 	nc.active.Store(true)
 

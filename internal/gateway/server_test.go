@@ -551,6 +551,9 @@ func TestAccessUnavailable(t *testing.T) {
 func TestLimits(t *testing.T) {
 	_, ca, gw := setup(t, func(c *Config) {
 		c.MaxConns = 2
+		// Both may be unauthenticated: otherwise the second would
+		// displace the silent one rather than wait for its timeout.
+		c.MaxPreAuth = 2
 		c.HandshakeTimeout = time.Second
 	})
 	signer := certSigner(t, ca, gw.Clock, "u_alice", "alice", "pwd", "otp", "mfa")
@@ -563,6 +566,10 @@ func TestLimits(t *testing.T) {
 	}
 	defer silent.Close()
 	first := eventually(t, gw.Addr, signer) // once the probe's slot is free
+	// The gateway has counted it authenticated (it may do that just after
+	// the client has moved on), so the third one below is turned away for
+	// want of a slot, not let in in place of the silent one.
+	waitPreAuth(t, gw, "127.0.0.1", 1)
 	// Both slots are taken: a third connection is closed at once.
 	if c, err := dial(gw.Addr, testService, signer); err == nil {
 		c.Close()
