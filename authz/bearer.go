@@ -143,6 +143,11 @@ func (s *Server) verifyBearer(ctx context.Context, raw string, use tokenUse) (*c
 		if err != nil {
 			return nil, err
 		}
+		if u == nil && claims.Grant != "client_credentials" {
+			if disabled, _ := s.people.User(ctx, claims.Subject); disabled != nil {
+				return nil, invalidToken("The account was disabled.")
+			}
+		}
 		if u == nil || claims.Grant == "client_credentials" {
 			return nil, accessDenied("This call is for people; this token belongs to a client.")
 		}

@@ -74,6 +74,9 @@ type Config struct {
 	ManageClients []string
 	// ManageScope, when set, must also be granted for a management call.
 	ManageScope string
+	// Admins are the ids of the instance's administrators: they list
+	// people and disable them.
+	Admins []string
 	// APITokenTTL is how long an API token works, and the most a person
 	// may ask for at creation.
 	APITokenTTL time.Duration // 90 days
@@ -323,7 +326,7 @@ func (s *Server) compose() fosite.OAuth2Provider {
 	store := &oauthStore{clientDirectory: s.clients, grantStore: s.grants}
 	defer func() {
 		// After the refresh handler, which loads the grant's session.
-		fc.TokenEndpointHandlers.Append(refreshCheck{sso: s.sso, mfa: s.mfa, now: cfg.Now})
+		fc.TokenEndpointHandlers.Append(refreshCheck{sso: s.sso, mfa: s.mfa, srv: s, now: cfg.Now})
 		fc.TokenEndpointHandlers.Append(&apiTokenGrant{srv: s, lifespan: cfg.AccessTokenTTL,
 			HandleHelper: &oauth2.HandleHelper{AccessTokenStrategy: strategy.CoreStrategy, AccessTokenStorage: store, Config: fc}})
 		for i, h := range fc.TokenEndpointHandlers {
@@ -423,6 +426,8 @@ func (s *Server) Route(r Router) {
 	r.Method(http.MethodGet, "/api/orgs/{org}", h(s.getOrg))
 	r.Method(http.MethodPatch, "/api/orgs/{org}/security", h(s.patchOrgSecurity))
 	r.Method(http.MethodPost, "/api/orgs", h(s.createOrg))
+	r.Method(http.MethodGet, "/api/admin/users", h(s.adminUsers))
+	r.Method(http.MethodPatch, "/api/admin/users/{user}", h(s.adminUpdateUser))
 	r.Method(http.MethodGet, "/api/orgs/{org}/members", h(s.members))
 	r.Method(http.MethodPatch, "/api/orgs/{org}/members/{user}", h(s.setMemberRole))
 	r.Method(http.MethodPost, "/api/orgs/{org}/invitations", h(s.invite))

@@ -325,6 +325,7 @@ func ssoLoginPath(provider string) string { return "/sso/" + provider + "/start"
 type refreshCheck struct {
 	sso *upstreams
 	mfa *secondFactors
+	srv *Server // for the person, who may have been disabled
 	now func() time.Time
 }
 
@@ -345,6 +346,15 @@ func (c refreshCheck) HandleTokenEndpointRequest(ctx context.Context, r fosite.A
 	sess, ok := r.GetSession().(*Session)
 	if !ok {
 		return nil
+	}
+	if sess.Grant != "client_credentials" {
+		u, err := c.srv.user(ctx, sess.Subject)
+		if err != nil {
+			return err
+		}
+		if u == nil {
+			return fosite.ErrInvalidGrant.WithHint("The account was disabled or removed.")
+		}
 	}
 	for id, at := range sess.SSO {
 		p, ok := c.sso.byID[id]

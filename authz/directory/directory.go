@@ -93,7 +93,11 @@ func roleRec(org, user string) string {
 }
 func membersIndex(org string) string { return "members:" + org }
 func orgsIndex(user string) string   { return "orgs:" + user }
-func ownersIndex(org string) string  { return "owners:" + org }
+
+// usersIndex lists every person, for instance administrators.
+const usersIndex = "users"
+
+func ownersIndex(org string) string { return "owners:" + org }
 
 // Directory reads and changes the directory in a store.
 type Directory struct {
@@ -191,6 +195,7 @@ func (d *Directory) CreateUser(ctx context.Context, u User) error {
 	ops := []storage.RecordOp{
 		storage.Insert(userRec(u.ID), data),
 		storage.Insert(usernameRec(u.Username), []byte(u.ID)),
+		storage.AddToIndex(usersIndex, u.ID),
 	}
 	if u.Email != "" {
 		ops = append(ops, storage.Insert(emailRec(u.Email), []byte(u.ID)))
@@ -527,6 +532,26 @@ func (d *Directory) Members(ctx context.Context, org, after string, limit int) (
 // MemberCount is how many members org has.
 func (d *Directory) MemberCount(ctx context.Context, org string) (int64, error) {
 	return d.rec.IndexSize(ctx, group, membersIndex(org))
+}
+
+// ListUsers returns up to limit people after the one with id after (""
+// for the first page), ordered by id.
+func (d *Directory) ListUsers(ctx context.Context, after string, limit int) ([]*User, error) {
+	ids, err := d.rec.ScanIndex(ctx, group, usersIndex, after, limit)
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	users, err := d.Users(ctx, ids...)
+	if err != nil {
+		return nil, err
+	}
+	out := users[:0]
+	for _, u := range users {
+		if u != nil {
+			out = append(out, u)
+		}
+	}
+	return out, nil
 }
 
 // maxOrgsPerUser bounds what OrgsOf reads; a person in more organizations

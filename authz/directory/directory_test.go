@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -290,6 +291,33 @@ func TestSeedIsIdempotent(t *testing.T) {
 		err := d.Seed(ctx, append(users, user("u3", "cat", "")), nil)
 		if !errors.Is(err, directory.ErrUsernameTaken) {
 			t.Errorf("seeding a taken username: %v", err)
+		}
+	})
+}
+
+func TestListUsers(t *testing.T) {
+	forEach(t, func(t *testing.T, d *directory.Directory) {
+		for i := range 7 {
+			must(t, d.CreateUser(ctx, user(fmt.Sprintf("u%d", i), fmt.Sprintf("n%d", i), "")))
+		}
+		// A refused create leaves no index entry.
+		if err := d.CreateUser(ctx, user("u9", "n1", "")); !errors.Is(err, directory.ErrUsernameTaken) {
+			t.Fatal(err)
+		}
+		var ids []string
+		for after := ""; ; {
+			page, err := d.ListUsers(ctx, after, 3)
+			must(t, err)
+			if len(page) == 0 {
+				break
+			}
+			for _, u := range page {
+				ids = append(ids, u.ID)
+			}
+			after = page[len(page)-1].ID
+		}
+		if strings.Join(ids, ",") != "u0,u1,u2,u3,u4,u5,u6" {
+			t.Fatalf("listed %v", ids)
 		}
 	})
 }

@@ -223,6 +223,7 @@ func serverConfig(cfg *config.Config, st storeCloser, log *slog.Logger) (authz.C
 		ManageClients:         cfg.API.ManageClients,
 		ManageScope:           cfg.API.ManageScope,
 		APITokenTTL:           time.Duration(cfg.API.TokenTTL),
+		Admins:                cfg.Admins,
 		Logger:                log,
 	}
 	if cfg.SMTP.Addr != "" {

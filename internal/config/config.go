@@ -57,6 +57,8 @@ type Config struct {
 	// API says which tokens Stepup's own endpoints (/api, userinfo, /ssh)
 	// take. Its zero values are the server's defaults.
 	API API `yaml:"api"`
+	// Admins are the user ids of the instance's administrators.
+	Admins []string `yaml:"admins"`
 
 	// origin remembers where each key path was set, so that problems found
 	// only after decoding (in Validate) still point at a line or variable.
@@ -908,6 +910,11 @@ func (c *Config) Validate() error {
 	v.smtp()
 	v.tokens()
 	v.api(users)
+	for i, id := range v.c.Admins {
+		if !users[id] {
+			v.errorf(fmt.Sprintf("admins[%d]", i), "no user with id %q", id)
+		}
+	}
 	return errors.Join(v.errs...)
 }
 

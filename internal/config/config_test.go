@@ -248,7 +248,7 @@ func TestLoad(t *testing.T) {
 		{
 			name: "fail/yaml/unknown-top-level-key",
 			file: lines(loopbackIss, "colour: blue"),
-			want: []string{"stepup.yaml:2: colour: unknown key; known keys here: addr, api, clients,"},
+			want: []string{"stepup.yaml:2: colour: unknown key; known keys here: addr, admins, api, clients,"},
 		},
 		{
 			name: "fail/yaml/unknown-nested-key",
@@ -662,6 +662,11 @@ func TestLoad(t *testing.T) {
 			name: "fail/clients/id-is-a-user-id",
 			file: lines(oneUser, "clients:", "  - {id: u1, secret: s3cret-0123456789abcdef, grant_types: [client_credentials]}"),
 			want: []string{`stepup.yaml:3: clients[0].id: "u1" is also a user id; give the client or the user another id`},
+		},
+		{
+			name: "fail/admins/unknown-user",
+			file: lines(oneUser, "admins: [u1, u_zed]"),
+			want: []string{`stepup.yaml:2: admins[1]: no user with id "u_zed"`},
 		},
 		{
 			name: "fail/api/unknown-client",
