@@ -147,6 +147,21 @@ type globals struct {
 	// takes (noBrowserFlag): its logins, step-ups included, print the URL
 	// instead of opening a browser.
 	noBrowser bool
+	// srv is the server as discovered once for this invocation
+	// (discovered), for commands that make several calls.
+	srv *server
+}
+
+// discovered is discover, once per invocation.
+func (a *App) discovered(ctx context.Context, g *globals) (*server, error) {
+	if g.srv == nil {
+		srv, err := a.discover(ctx, g)
+		if err != nil {
+			return nil, err
+		}
+		g.srv = srv
+	}
+	return g.srv, nil
 }
 
 func (a *App) rootCmd() *cobra.Command {
@@ -167,7 +182,8 @@ func (a *App) rootCmd() *cobra.Command {
 		a.authTokenCmd(g), a.authInfoCmd(g),
 		a.certLoadCmd(g), a.certInfoCmd(g),
 		a.apiCmd(g), a.sshCmd(g),
-		a.orgSecurityCmd(g), a.orgUsersCmd(g), a.orgRemindCmd(g),
+		a.orgCreateCmd(g), a.orgSecurityCmd(g), a.orgUsersCmd(g), a.orgRemindCmd(g),
+		a.orgMembersCmd(g), a.orgRoleCmd(g), a.orgRemoveCmd(g), a.orgLeaveCmd(g),
 	)
 	return root
 }

@@ -66,6 +66,8 @@ type cliEnv struct {
 	// interactive lets the CLI send the person to the browser by itself,
 	// as with a terminal.
 	interactive bool
+	// token is STEPUP_TOKEN, for servers the CLI cannot log in to.
+	token string
 }
 
 func newEnv(t *testing.T) *cliEnv {
@@ -87,6 +89,8 @@ func (e *cliEnv) run(args ...string) result {
 				return e.dir
 			case "STEPUP_URL":
 				return e.issuer
+			case "STEPUP_TOKEN":
+				return e.token
 			}
 			return ""
 		},

@@ -42,11 +42,30 @@ type reminderResult struct {
 	} `json:"skipped"`
 }
 
-// orgCall calls an organization's API the way `stepup api` does (stepping
-// up when the organization demands it) and decodes a successful answer
-// into out; a refusal becomes an error a person can act on.
-func (a *App) orgCall(cmd *cobra.Command, g *globals, org, method, suffix string, in, out any) error {
-	srv, err := a.discover(cmd.Context(), g)
+// apiError is the API's refusal of a call: the HTTP status and the JSON
+// error body ({"error", "error_description"}), when there was one.
+type apiError struct {
+	status      int
+	code        string
+	description string
+}
+
+func (e *apiError) Error() string {
+	switch {
+	case e.description != "":
+		return e.description
+	case e.code != "":
+		return fmt.Sprintf("the server answered %d: %s", e.status, e.code)
+	}
+	return fmt.Sprintf("the server answered %d", e.status)
+}
+
+// apiJSON calls the API the way `stepup api` does (stepping up when the
+// server demands it) with in as the JSON body (nil: none), and decodes a
+// successful answer into out (nil: the body is ignored, as for a 204). A
+// refusal is an *apiError.
+func (a *App) apiJSON(cmd *cobra.Command, g *globals, method, path string, in, out any) error {
+	srv, err := a.discovered(cmd.Context(), g)
 	if err != nil {
 		return err
 	}
@@ -58,31 +77,44 @@ func (a *App) orgCall(cmd *cobra.Command, g *globals, org, method, suffix string
 		}
 		data = string(b)
 	}
-	path := "/api/orgs/" + url.PathEscape(org) + suffix
 	status, body, err := a.callAPIWithStepUp(cmd.Context(), g, srv, method, path, data)
 	if err != nil {
 		return err
 	}
 	if status >= 200 && status < 300 {
+		if out == nil {
+			return nil
+		}
 		if err := json.Unmarshal(body, out); err != nil {
 			return fmt.Errorf("the server's answer is not what was expected: %w", err)
 		}
 		return nil
 	}
-	if status == http.StatusNotFound {
-		return fmt.Errorf("No organization %s that you can see.", org)
-	}
-	var e struct {
+	e := &apiError{status: status}
+	var b struct {
 		Error       string `json:"error"`
 		Description string `json:"error_description"`
 	}
-	if json.Unmarshal(body, &e) == nil && e.Description != "" {
-		return errors.New(e.Description)
+	if json.Unmarshal(body, &b) == nil {
+		e.code, e.description = b.Error, b.Description
 	}
-	if e.Error != "" {
-		return fmt.Errorf("the server answered %d: %s", status, e.Error)
+	return e
+}
+
+// orgCall calls /api/orgs/{org}{suffix} with apiJSON; a 404 (which the
+// server answers alike for an organization that does not exist and for
+// one the caller is not a member of) says so, and other refusals are the
+// server's words.
+func (a *App) orgCall(cmd *cobra.Command, g *globals, org, method, suffix string, in, out any) error {
+	if org == "" {
+		return usageError(cmd, "ORG is empty: give an organization id")
 	}
-	return fmt.Errorf("the server answered %d", status)
+	err := a.apiJSON(cmd, g, method, "/api/orgs/"+url.PathEscape(org)+suffix, in, out)
+	var e *apiError
+	if errors.As(err, &e) && e.status == http.StatusNotFound {
+		return fmt.Errorf("No organization %s that you can see.", org)
+	}
+	return err
 }
 
 func (a *App) orgSecurityCmd(g *globals) *cobra.Command {
@@ -94,7 +126,8 @@ func (a *App) orgSecurityCmd(g *globals) *cobra.Command {
   stepup org:security acme --mfa-required on
   stepup org:security acme --sso-provider acme
   stepup org:security acme --mfa-required off --sso-provider none`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			org := args[0]
 			change := map[string]any{}
@@ -131,13 +164,7 @@ func (a *App) orgSecurityCmd(g *globals) *cobra.Command {
 			if len(change) > 0 {
 				fmt.Fprintln(a.Stdout, "Updated.")
 			}
-			sso := o.SSOProvider
-			if sso == "" {
-				sso = "none"
-			}
-			fmt.Fprintf(a.Stdout, "Organization: %s (%s)\n", o.Name, o.ID)
-			fmt.Fprintf(a.Stdout, "MFA required: %s\n", yesNo(o.MFARequired))
-			fmt.Fprintf(a.Stdout, "SSO provider: %s\n", sso)
+			a.printOrg(o)
 			return nil
 		},
 	}
@@ -151,33 +178,29 @@ func (a *App) orgUsersCmd(g *globals) *cobra.Command {
 	var withoutMFA bool
 	cmd := &cobra.Command{
 		Use:   "org:users ORG",
-		Short: "List an organization's members and their MFA status",
+		Short: "List an organization's members with email, MFA status and last reminder",
 		Example: `  stepup org:users acme
   stepup org:users acme --without-mfa`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			suffix := "/members"
-			if withoutMFA {
-				suffix += "?mfa_enabled=false"
-			}
-			var res struct {
-				Members []orgMember `json:"members"`
-			}
-			if err := a.orgCall(cmd, g, args[0], http.MethodGet, suffix, nil, &res); err != nil {
+			raw, err := a.allMembers(cmd, g, args[0], withoutMFA)
+			if err != nil {
 				return err
 			}
-			if len(res.Members) == 0 {
-				if withoutMFA {
-					fmt.Fprintln(a.Stdout, "Every member has multi-factor authentication.")
-				} else {
-					fmt.Fprintln(a.Stdout, "No members.")
-				}
+			members, err := decodeMembers(raw)
+			if err != nil {
+				return err
+			}
+			if len(members) == 0 {
+				a.noMembers(withoutMFA)
 				return nil
 			}
+			// The ID is what org:remind and org:role take.
 			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "USERNAME\tEMAIL\tROLE\tMFA\tLAST REMINDED")
-			for _, m := range res.Members {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.Username, orDash(m.Email), m.Role, onOff(m.MFAEnabled), reminded(m.LastRemindedAt))
+			fmt.Fprintln(tw, "ID\tUSERNAME\tEMAIL\tROLE\tMFA\tLAST REMINDED")
+			for _, m := range members {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.Username, orDash(m.Email), m.Role, onOff(m.MFAEnabled), reminded(m.LastRemindedAt))
 			}
 			return tw.Flush()
 		},
@@ -194,7 +217,8 @@ func (a *App) orgRemindCmd(g *globals) *cobra.Command {
 		Short: "Email members a reminder to turn on multi-factor authentication",
 		Example: `  stepup org:remind acme u_bob u_carol
   stepup org:remind acme --all-without-mfa`,
-		Args: cobra.MinimumNArgs(1),
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			org, ids := args[0], args[1:]
 			var body map[string]any
@@ -229,6 +253,18 @@ func (a *App) orgRemindCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&allWithoutMFA, "all-without-mfa", false, "remind every member who has not turned on multi-factor authentication")
 	noBrowserFlag(cmd, g)
 	return cmd
+}
+
+// printOrg shows an organization's settings as org:security and
+// org:create do.
+func (a *App) printOrg(o orgView) {
+	sso := o.SSOProvider
+	if sso == "" {
+		sso = "none"
+	}
+	fmt.Fprintf(a.Stdout, "Organization: %s (%s)\n", o.Name, o.ID)
+	fmt.Fprintf(a.Stdout, "MFA required: %s\n", yesNo(o.MFARequired))
+	fmt.Fprintf(a.Stdout, "SSO provider: %s\n", sso)
 }
 
 // usageError is a mistake on the command line: it says what is wrong and
