@@ -1,13 +1,16 @@
 package authz
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +18,7 @@ import (
 	"github.com/ory/fosite"
 	"golang.org/x/oauth2"
 
+	"github.com/stepup-dev/stepup/authz/directory"
 	"github.com/stepup-dev/stepup/authz/storage"
 	"github.com/stepup-dev/stepup/tokens"
 )
@@ -31,6 +35,13 @@ type SSOProvider struct {
 	Subjects map[string]string
 	// MaxSessionAge bounds how long an SSO login keeps refreshing tokens.
 	MaxSessionAge time.Duration
+	// AllowedDomains, when set, lets a person with no account here, whose
+	// email the upstream verified and is at one of these domains, get one
+	// at their first login (just-in-time provisioning). Not with Subjects.
+	AllowedDomains []string
+	// JoinOrg, when set, is an organization such new accounts join, with
+	// JoinRole (member by default).
+	JoinOrg, JoinRole string
 }
 
 // upstreams holds the providers and their discovery, done on first use so
@@ -276,6 +287,11 @@ func (s *Server) ssoIdentity(ctx context.Context, op *oidc.Provider, p *SSOProvi
 	if err != nil {
 		return nil, false, err
 	}
+	if u == nil && p.provisions(c.Email) {
+		if u, err = s.provision(ctx, p, c.Email); err != nil {
+			return nil, false, err
+		}
+	}
 	if u == nil {
 		return nil, false, errSSO("There is no account here for " + c.Email + ". Ask an administrator to add you.")
 	}
@@ -380,3 +396,56 @@ func (c refreshCheck) PopulateTokenEndpointResponse(ctx context.Context, r fosit
 	}
 	return nil
 }
+
+// provisions says whether the provider may make an account for this
+// verified address.
+func (p *SSOProvider) provisions(addr string) bool {
+	_, domain, ok := strings.Cut(strings.ToLower(addr), "@")
+	return ok && len(p.Subjects) == 0 && slices.Contains(p.AllowedDomains, domain)
+}
+
+// provision makes an account for a person the provider vouches for: the
+// verified address, no password (they sign in through the provider), and a
+// username from the address's local part, numbered when taken. It joins
+// JoinOrg if the provider names one.
+func (s *Server) provision(ctx context.Context, p *SSOProvider, addr string) (*User, error) {
+	local, _, _ := strings.Cut(strings.ToLower(addr), "@")
+	base := strings.Trim(usernameChars.ReplaceAllString(local, "-"), "-._")
+	if len(base) < 2 {
+		base = "user"
+	}
+	base = truncate(base, 30)
+	base = strings.TrimSuffix(base, "…")
+	u := User{ID: "u_" + randomString(12), Email: addr, EmailVerified: true}
+	for i := 0; ; i++ {
+		if i == 20 {
+			return nil, errors.New("no free username for a provisioned account")
+		}
+		u.Username = base
+		if i > 0 {
+			u.Username = fmt.Sprintf("%s%d", base, i+1)
+		}
+		err := s.people.CreateUser(ctx, u)
+		switch {
+		case errors.Is(err, directory.ErrUsernameTaken):
+			continue
+		case errors.Is(err, directory.ErrEmailTaken):
+			return s.userByEmail(ctx, addr) // made by a concurrent login
+		case err != nil:
+			return nil, err
+		}
+		break
+	}
+	s.log.Info("sso account provisioned", "provider", p.ID, "user", u.ID, "username", u.Username)
+	if p.JoinOrg != "" {
+		role := cmp.Or(p.JoinRole, directory.RoleMember)
+		if err := s.people.AddMember(ctx, p.JoinOrg, u.ID, role); err != nil && !errors.Is(err, directory.ErrMember) {
+			s.log.Error("sso provisioning: joining the organization", "provider", p.ID, "org", p.JoinOrg, "err", err)
+		} else if err == nil {
+			s.auditOrLog(ctx, p.JoinOrg, u.ID, "member.provision", map[string]any{"provider": p.ID, "role": role})
+		}
+	}
+	return &u, nil
+}
+
+var usernameChars = regexp.MustCompile(`[^a-z0-9._-]+`)

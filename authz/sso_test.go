@@ -24,6 +24,12 @@ type federation struct {
 
 func newFederation(t *testing.T, trustMFA bool) *federation {
 	t.Helper()
+	return newFederationWith(t, trustMFA, nil)
+}
+
+// newFederationWith lets edit change the local server's provider.
+func newFederationWith(t *testing.T, trustMFA bool, edit func(*authz.SSOProvider)) *federation {
+	t.Helper()
 	// Cookies belong to a host, not a port: the upstream gets a host name of
 	// its own, as it would in real life, so the two sessions do not collide.
 	toLocalhost := func(u string) string { return strings.Replace(u, "127.0.0.1", "localhost", 1) }
@@ -45,6 +51,9 @@ func newFederation(t *testing.T, trustMFA bool) *federation {
 	local := newTestServer(t, func(c *authz.Config) {
 		c.SSOProviders = []authz.SSOProvider{{ID: "acme", Issuer: up.Issuer, ClientID: "stepup", ClientSecret: upstreamSecret,
 			TrustUpstreamMFA: trustMFA, MaxSessionAge: time.Hour}}
+		if edit != nil {
+			edit(&c.SSOProviders[0])
+		}
 	})
 	return &federation{local: local, upstream: up}
 }
@@ -237,5 +246,39 @@ func TestUpstreamMFATrust(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Fatalf("trust_upstream_mfa=%v: amr %v, want %v", trust, got, want)
 		}
+	}
+}
+
+// TestSSOProvisioning: a provider with allowed_domains makes an account at
+// the first login of a person it vouches for, and joins them to its
+// organization; the next login finds the same account; an unverified
+// address gets the clear refusal and no account.
+func TestSSOProvisioning(t *testing.T) {
+	f := newFederationWith(t, false, func(p *authz.SSOProvider) {
+		p.AllowedDomains, p.JoinOrg = []string{"example.com"}, "other"
+	})
+	cfg := cliConfig(f.local.Issuer, "53682")
+	login := func(username string) (page, string) {
+		b := f.browser(t)
+		v := oauth2.GenerateVerifier()
+		p := b.get(cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v)))
+		return f.viaUpstream(t, b, b.get(f.local.Issuer+htmlUnescape(ssoLink.FindStringSubmatch(p.Body)[1])), username), v
+	}
+	subOf := func(p page, v string) string {
+		_, c := jwtParts(t, tokensFrom(t, f.local, p, v).AccessToken)
+		return c["sub"].(string)
+	}
+	// eve@example.com has no account here: she gets one, and joins other.
+	first := subOf(login("eve"))
+	if second := subOf(login("eve")); second != first {
+		t.Fatalf("eve's second login is %s, her first %s", second, first)
+	}
+	svc := svcToken(t, f.local)
+	if _, _, a := call(t, "GET", f.local.Issuer+"/api/orgs/other/access/"+first, svc, nil); a["member"] != true || a["role"] != "member" {
+		t.Errorf("the provisioned account in other: %v", a)
+	}
+	// mallory's address is unverified upstream: no account.
+	if p, _ := login("mallory"); p.StatusCode != 401 || !strings.Contains(p.Body, "did not vouch") {
+		t.Fatalf("mallory: %d %s", p.StatusCode, p.Body)
 	}
 }

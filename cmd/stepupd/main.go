@@ -274,6 +274,7 @@ func serverConfig(cfg *config.Config, st storeCloser, log *slog.Logger) (authz.C
 		c.SSOProviders = append(c.SSOProviders, authz.SSOProvider{
 			ID: p.ID, Issuer: p.Issuer, ClientID: p.ClientID, ClientSecret: p.ClientSecret, Scopes: p.Scopes,
 			TrustUpstreamMFA: p.TrustUpstreamMFA, Subjects: p.Subjects, MaxSessionAge: time.Duration(p.MaxSessionAge),
+			AllowedDomains: p.AllowedDomains, JoinOrg: p.JoinOrg, JoinRole: p.JoinRole,
 		})
 	}
 	for _, o := range cfg.Orgs {

@@ -124,6 +124,12 @@ type SSOProvider struct {
 	// MaxSessionAge bounds how long an SSO login stays good for refreshes.
 	// Zero sets no bound of its own.
 	MaxSessionAge Duration `yaml:"max_session_age"`
+	// AllowedDomains lets a person whose verified email is at one of these
+	// domains get an account at their first login through the provider.
+	AllowedDomains []string `yaml:"allowed_domains"`
+	// JoinOrg and JoinRole: such accounts join this organization.
+	JoinOrg  string `yaml:"join_org"`
+	JoinRole string `yaml:"join_role"`
 }
 
 // Service is a resource that stepup-gateway protects, and the organization
@@ -1142,6 +1148,20 @@ func (v *validator) providers(users map[string]bool) map[string]bool {
 			case !users[user]:
 				v.errorf(subPath, "no user with id %q", user)
 			}
+		}
+		if len(sp.AllowedDomains) > 0 && len(sp.Subjects) > 0 {
+			v.errorf(p+".allowed_domains", "cannot be used with subjects: a provider whose emails do not link accounts cannot make them either")
+		}
+		for j, d := range sp.AllowedDomains {
+			if d == "" || strings.ContainsAny(d, "@ \t") || d != strings.ToLower(d) {
+				v.errorf(fmt.Sprintf("%s.allowed_domains[%d]", p, j), "%q is not a lower-case domain like example.com", d)
+			}
+		}
+		if sp.JoinRole != "" && !slices.Contains(roles, sp.JoinRole) {
+			v.errorf(p+".join_role", "%q is not a role; use owner, admin or member", sp.JoinRole)
+		}
+		if sp.JoinRole != "" && sp.JoinOrg == "" {
+			v.errorf(p+".join_role", "needs join_org")
 		}
 		if sp.MaxSessionAge < 0 {
 			v.errorf(p+".max_session_age", "must be positive, got %s", sp.MaxSessionAge)

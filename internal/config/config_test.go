@@ -630,6 +630,16 @@ func TestLoad(t *testing.T) {
 			want: []string{`stepup.yaml:8: sso_providers[0].subjects["sub.2"]: no user with id "u_bob"`},
 		},
 		{
+			name: "fail/sso/provisioning-with-subjects",
+			file: lines(oneUser, "sso_providers:", "  - id: acme", "    issuer: https://idp.acme.example", "    client_id: stepup", "    subjects: {'s': u1}", "    allowed_domains: [acme.example]"),
+			want: []string{`stepup.yaml:7: sso_providers[0].allowed_domains: cannot be used with subjects`},
+		},
+		{
+			name: "fail/sso/join-role",
+			file: lines("sso_providers:", "  - id: acme", "    issuer: https://idp.acme.example", "    client_id: stepup", "    allowed_domains: [Acme.example]", "    join_org: acme", "    join_role: boss"),
+			want: []string{`stepup.yaml:5: sso_providers[0].allowed_domains[0]: "Acme.example" is not a lower-case domain`, `sso_providers[0].join_role: "boss" is not a role`},
+		},
+		{
 			name: "fail/sso/max-session-age-negative",
 			file: lines("sso_providers:", "  - id: acme", "    issuer: https://idp.acme.example", "    client_id: stepup", "    max_session_age: -1h"),
 			want: []string{"stepup.yaml:5: sso_providers[0].max_session_age: must be positive, got -1h0m0s"},
