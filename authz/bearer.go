@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ory/fosite"
 
@@ -176,6 +177,21 @@ func (s *Server) verifyBearer(ctx context.Context, raw string, use tokenUse) (*c
 		}
 	}
 	c := &caller{claims: claims, user: user, signature: signature}
+	if user != nil && !user.SignedOutAt.IsZero() {
+		// auth_time is in seconds; within the second of the change, the
+		// grant's session says exactly.
+		at := time.Unix(claims.AuthTime, 0)
+		if at.Unix() == user.SignedOutAt.Unix() {
+			sess, err := s.grants.accessTokenSession(ctx, signature)
+			if err != nil {
+				return nil, err
+			}
+			at = sess.AuthTime()
+		}
+		if user.LoggedInBefore(at) {
+			return nil, invalidToken("The password was changed after this token was issued: log in again.")
+		}
+	}
 	if user != nil && slices.Contains(claims.AMR, tokens.MethodOTP) {
 		// The token says auth_time in seconds, and of the newest factor;
 		// the grant's session knows when the otp itself was proved.

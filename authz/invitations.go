@@ -45,11 +45,15 @@ const (
 	maxInvitations    = 1000
 )
 
-func (s *Server) invitationDigest(secret string) string {
-	m := hmac.New(sha256.New, derive(s.cfg.Secret, "invitations"))
+// linkDigest is what the store keeps of a secret mailed in a link
+// (an invitation, a password reset), keyed for its purpose.
+func (s *Server) linkDigest(purpose, secret string) string {
+	m := hmac.New(sha256.New, derive(s.cfg.Secret, purpose))
 	m.Write([]byte(secret))
 	return b64.EncodeToString(m.Sum(nil))
 }
+
+func (s *Server) invitationDigest(secret string) string { return s.linkDigest("invitations", secret) }
 
 type invitationView struct {
 	ID        string    `json:"id"`

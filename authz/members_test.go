@@ -1,7 +1,9 @@
 package authz_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -82,113 +84,24 @@ func TestMemberRoleRules(t *testing.T) {
 // callStatus is call for answers that may have no body (204).
 func callStatus(t *testing.T, method, url, token string, body any) (int, map[string]any) {
 	t.Helper()
-	if method == "DELETE" {
-		req, _ := http.NewRequest(method, url, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode == http.StatusNoContent {
-			return resp.StatusCode, nil
-		}
-		var out map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
 	}
-	status, _, out := call(t, method, url, token, body)
-	return status, out
-}
-
-// TestCreateOrganization: a person creates an organization and owns it;
-// bad ids and taken ones are refused; the new organization shows in
-// /api/me and is managed like a seeded one.
-func TestCreateOrganization(t *testing.T) {
-	ts := newTestServer(t, withTeam)
-	_, bob := loginAs(t, ts, "bob")
-	status, _, body := call(t, "POST", ts.Issuer+"/api/orgs", bob.AccessToken, map[string]any{"id": "bobs-shop", "name": "Bob's shop"})
-	if status != 201 || body["id"] != "bobs-shop" || body["name"] != "Bob's shop" || body["mfa_required"] != false {
-		t.Fatalf("create: %d %v", status, body)
+	req, _ := http.NewRequest(method, url, rd)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, bad := range []map[string]any{{"id": "Bobs"}, {"id": "-x"}, {"id": "x"}, {"id": strings.Repeat("a", 64)}, {"id": "ok-id", "extra": 1}, {}} {
-		if status, _, body := call(t, "POST", ts.Issuer+"/api/orgs", bob.AccessToken, bad); status != 400 || body["error"] != "invalid_request" {
-			t.Errorf("create %v: %d %v", bad, status, body)
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &out); err != nil {
+			t.Fatalf("%s %s: %d with a non-JSON body %q", method, url, resp.StatusCode, data)
 		}
 	}
-	for _, taken := range []string{"bobs-shop", "team"} {
-		if status, _, body := call(t, "POST", ts.Issuer+"/api/orgs", bob.AccessToken, map[string]any{"id": taken}); status != 409 || body["error"] != "org_exists" {
-			t.Errorf("create %s again: %d %v", taken, status, body)
-		}
-	}
-	_, _, me := call(t, "GET", ts.Issuer+"/api/me", bob.AccessToken, nil)
-	found := false
-	for _, o := range me["orgs"].([]any) {
-		found = found || (o.(map[string]any)["id"] == "bobs-shop" && o.(map[string]any)["role"] == "owner")
-	}
-	if !found {
-		t.Errorf("/api/me orgs %v lacks bobs-shop as owner", me["orgs"])
-	}
-	if status, _, body := call(t, "GET", ts.Issuer+"/api/orgs/bobs-shop/members", bob.AccessToken, nil); status != 200 || len(body["members"].([]any)) != 1 {
-		t.Errorf("members of the new org: %d %v", status, body)
-	}
-	// A client's token creates nothing.
-	if status, _, _ := call(t, "POST", ts.Issuer+"/api/orgs", svcToken(t, ts), map[string]any{"id": "svc-org"}); status != 403 {
-		t.Errorf("a client creating an org: %d", status)
-	}
-}
-
-// TestRemovedMemberLosesAccessAtOnce: the server's API answers a member
-// removed a moment ago as a non-member, with the token they still hold.
-func TestRemovedMemberLosesAccessAtOnce(t *testing.T) {
-	ts := newTestServer(t, withTeam)
-	_, alice := loginAs(t, ts, "alice")
-	_, dave := loginAs(t, ts, "dave")
-	if status, _, _ := call(t, "GET", ts.Issuer+"/api/orgs/team", dave.AccessToken, nil); status != 200 {
-		t.Fatalf("dave before removal: %d", status)
-	}
-	if status, _ := callStatus(t, "DELETE", ts.Issuer+"/api/orgs/team/members/dave", alice.AccessToken, nil); status != 204 {
-		t.Fatalf("removing dave: %d", status)
-	}
-	if status, _, _ := call(t, "GET", ts.Issuer+"/api/orgs/team", dave.AccessToken, nil); status != 404 {
-		t.Fatalf("dave after removal: %d, want 404", status)
-	}
-	svc := svcToken(t, ts)
-	if _, _, body := call(t, "GET", ts.Issuer+"/api/orgs/team/access/u_dave", svc, nil); body["member"] != false {
-		t.Fatalf("the access API after removal: %v", body)
-	}
-}
-
-// TestMembersPages: ?limit pages through the members with next.
-func TestMembersPages(t *testing.T) {
-	ts := newTestServer(t, withTeam)
-	_, alice := loginAs(t, ts, "alice")
-	var ids []string
-	next := ""
-	for range 5 {
-		u := ts.Issuer + "/api/orgs/team/members?limit=2"
-		if next != "" {
-			u += "&after=" + next
-		}
-		status, _, body := call(t, "GET", u, alice.AccessToken, nil)
-		if status != 200 {
-			t.Fatalf("page: %d %v", status, body)
-		}
-		for _, m := range body["members"].([]any) {
-			ids = append(ids, m.(map[string]any)["id"].(string))
-		}
-		n, more := body["next"].(string)
-		if !more {
-			break
-		}
-		next = n
-	}
-	if strings.Join(ids, ",") != "u_alice,u_carol,u_dave" {
-		t.Fatalf("paged members %v", ids)
-	}
-	for _, bad := range []string{"limit=0", "limit=501", "limit=x"} {
-		if status, _, _ := call(t, "GET", ts.Issuer+"/api/orgs/team/members?"+bad, alice.AccessToken, nil); status != 400 {
-			t.Errorf("%s: %d", bad, status)
-		}
-	}
+	return resp.StatusCode, out
 }

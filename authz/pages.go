@@ -14,8 +14,8 @@ import (
 var webFS embed.FS
 
 type pages struct {
-	login, message, otp, security, orgSecurity, invite *template.Template
-	css                                                []byte
+	login, message, otp, security, orgSecurity, invite, password *template.Template
+	css                                                          []byte
 }
 
 func newPages() (*pages, error) {
@@ -40,6 +40,9 @@ func newPages() (*pages, error) {
 		return nil, err
 	}
 	if p.invite, err = parse("invite.html"); err != nil {
+		return nil, err
+	}
+	if p.password, err = parse("password.html"); err != nil {
 		return nil, err
 	}
 	if p.css, err = webFS.ReadFile("web/style.css"); err != nil {

@@ -77,7 +77,10 @@ func TestRedisCommandsPerOperation(t *testing.T) {
 				tokens = append(tokens, tok)
 				return err
 			}},
-		{name: "refresh_token", maxTrips: 2, run: func() error {
+		// Three: the family read, the person read (a disabled person, or
+		// one whose password changed since the login, may not refresh),
+		// and the family write.
+		{name: "refresh_token", maxTrips: 3, run: func() error {
 			tok, err := cfg.TokenSource(bg, &oauth2.Token{RefreshToken: tokens[0].RefreshToken}).Token()
 			if err == nil {
 				tokens[0] = tok

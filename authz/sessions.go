@@ -108,8 +108,10 @@ type sessionStore struct {
 	now    func() time.Time
 	secure bool
 	// prune drops the factors that no longer count (an otp proved before
-	// MFA was turned off or reset) from every session read.
-	prune func(context.Context, *LoginSession) error
+	// MFA was turned off or reset) from every session read, and says
+	// whether the session still stands (not if it began before the
+	// person's password changed).
+	prune func(context.Context, *LoginSession) (bool, error)
 }
 
 const sessionNS = "session"
@@ -144,8 +146,12 @@ func (s *sessionStore) get(ctx context.Context, r *http.Request) (*LoginSession,
 		return nil, "", nil // unreadable: treat as logged out
 	}
 	if s.prune != nil {
-		if err := s.prune(ctx, &ls); err != nil {
+		keep, err := s.prune(ctx, &ls)
+		if err != nil {
 			return nil, "", err
+		}
+		if !keep {
+			return nil, "", nil
 		}
 	}
 	return &ls, c.Value, nil
@@ -153,17 +159,21 @@ func (s *sessionStore) get(ctx context.Context, r *http.Request) (*LoginSession,
 
 // dropStaleFactors removes an otp factor that the person's factors epoch
 // no longer honours, so that the next step-up asks for a code again.
-func (s *Server) dropStaleFactors(ctx context.Context, ls *LoginSession) error {
+func (s *Server) dropStaleFactors(ctx context.Context, ls *LoginSession) (bool, error) {
+	u, err := s.user(ctx, ls.UserID)
+	if err != nil || u == nil || u.LoggedInBefore(ls.CreatedAt) {
+		return false, err
+	}
 	at := ls.factorAt(tokens.MethodOTP)
 	if at.IsZero() {
-		return nil
+		return true, nil
 	}
 	valid, err := s.mfa.otpStillValid(ctx, ls.UserID, at)
 	if err != nil || valid {
-		return err
+		return true, err
 	}
 	ls.Factors = slices.DeleteFunc(ls.Factors, func(f Factor) bool { return f.Method == tokens.MethodOTP })
-	return nil
+	return true, nil
 }
 
 // save stores ls under a new id and sets the cookie. A fresh id at every

@@ -371,6 +371,9 @@ func (c refreshCheck) HandleTokenEndpointRequest(ctx context.Context, r fosite.A
 		if u == nil {
 			return fosite.ErrInvalidGrant.WithHint("The account was disabled or removed.")
 		}
+		if u.LoggedInBefore(sess.AuthTime()) {
+			return fosite.ErrInvalidGrant.WithHint("The password was changed after this login: log in again.")
+		}
 	}
 	for id, at := range sess.SSO {
 		p, ok := c.sso.byID[id]

@@ -56,6 +56,15 @@ type User struct {
 	EmailVerified bool      `json:"email_verified,omitempty"`
 	Disabled      bool      `json:"disabled,omitempty"`
 	Created       time.Time `json:"created"`
+	// SignedOutAt ends every login that began before it: set when the
+	// password changes, so that other sessions and refresh families stop.
+	SignedOutAt time.Time `json:"signed_out_at,omitzero"`
+}
+
+// LoggedInBefore reports whether a login that began at t was ended by a
+// password change (or a sign-out everywhere) since.
+func (u *User) LoggedInBefore(t time.Time) bool {
+	return !u.SignedOutAt.IsZero() && t.Before(u.SignedOutAt)
 }
 
 // Org is an organization and what it demands of its members'
