@@ -1,12 +1,16 @@
 package mfa
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"log/slog"
+	"mime"
+	"mime/quotedprintable"
 	"net"
 	"net/mail"
 	"net/smtp"
@@ -161,7 +165,16 @@ func LoadCABundle(path string) (*x509.CertPool, error) {
 // server without a mail server (stepupd --dev) still shows what it sent.
 type LogMailer struct{ Log *slog.Logger }
 
+// Send logs the subject and the text as a person would read it (the
+// quoted-printable decoded, so that links are whole and can be copied).
 func (l LogMailer) Send(_ context.Context, from string, to []string, msg []byte) error {
-	l.Log.Info("email (no smtp configured, not sent)", "from", from, "to", to, "message", string(msg))
+	subject, text := "", string(msg)
+	if m, err := mail.ReadMessage(bytes.NewReader(msg)); err == nil {
+		subject, _ = new(mime.WordDecoder).DecodeHeader(m.Header.Get("Subject"))
+		if body, err := io.ReadAll(quotedprintable.NewReader(m.Body)); err == nil {
+			text = string(body)
+		}
+	}
+	l.Log.Info("email (no smtp configured, not sent)", "from", from, "to", to, "subject", subject, "text", text)
 	return nil
 }

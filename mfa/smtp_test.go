@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -202,4 +203,22 @@ func TestLoadCABundle(t *testing.T) {
 func testCADER(t *testing.T) []byte {
 	block, _ := pem.Decode(testenv.StartSMTP(t).CAPEM())
 	return block.Bytes
+}
+
+// TestLogMailerShowsWholeLinks: without SMTP, the log shows the mail as a
+// person reads it, so that a long link can be copied from it whole.
+func TestLogMailerShowsWholeLinks(t *testing.T) {
+	var buf bytes.Buffer
+	link := "http://127.0.0.1:8080/invite/stpi_" + strings.Repeat("A", 43)
+	r := mfa.Reminder{From: "Stepup <no-reply@example.com>", To: "bob@example.com", Username: "bob", OrgName: "ACME", Link: link, Now: time.Now()}
+	msg, err := r.Message()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (mfa.LogMailer{Log: slog.New(slog.NewTextHandler(&buf, nil))}).Send(t.Context(), r.From, []string{r.To}, msg); err != nil {
+		t.Fatal(err)
+	}
+	if out := buf.String(); !strings.Contains(out, link) || !strings.Contains(out, "Turn on multi-factor authentication for ACME") {
+		t.Fatalf("the log does not show the whole link and the subject: %s", out)
+	}
 }
