@@ -9,7 +9,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -123,5 +126,93 @@ orgs:
 	}
 	if status, body := call("GET", "http://"+c+"/api/me", tokC.AccessToken, nil); status != 200 || len(body["orgs"].([]any)) != 2 {
 		t.Fatalf("/api/me after a restart: %d %v", status, body)
+	}
+}
+
+// TestDevModeInvitationStory is the newcomer's story on `stepupd --dev`,
+// without editing a file: alice (the seeded user) creates an organization,
+// invites a second person by email; with no SMTP, the mail is in the
+// server's log, whose link the person opens to choose a password; they
+// log in and are a member.
+func TestDevModeInvitationStory(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	p := start(t, nil, "--dev", "--addr", addr)
+	base := "http://" + addr
+	var password string
+	for password == "" {
+		select {
+		case line := <-p.lines:
+			if _, rest, ok := strings.Cut(line, "password: "); ok {
+				password = strings.Fields(rest)[0]
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("no password printed:\n%s", p.output())
+		}
+	}
+	waitReady(t, base)
+	ctx := context.Background()
+	cfg := cli(base, base)
+	v := oauth2.GenerateVerifier()
+	tok, err := cfg.Exchange(ctx, browserLogin(t, cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v)), base, "alice", password), oauth2.VerifierOption(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(path string, body any) (int, map[string]any) {
+		t.Helper()
+		b, _ := json.Marshal(body)
+		req, _ := http.NewRequest("POST", base+path, bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	if status, body := post("/api/orgs", map[string]any{"id": "my-team", "name": "My team"}); status != 201 {
+		t.Fatalf("creating an org: %d %v", status, body)
+	}
+	if status, body := post("/api/orgs/my-team/invitations", map[string]any{"email": "bob@example.com"}); status != 201 {
+		t.Fatalf("inviting: %d %v", status, body)
+	}
+	link := regexp.MustCompile(`http://\S+/invite/stpi_[A-Za-z0-9_-]{43}`)
+	var invite string
+	for invite == "" {
+		if m := link.FindString(p.output()); m != "" {
+			invite = m
+			break
+		}
+		select {
+		case <-p.lines:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no invitation link in the log:\n%s", p.output())
+		}
+	}
+	w := newWebClient(t, base)
+	page := w.get(invite)
+	if page.status != 200 {
+		t.Fatalf("the invitation page: %d %s", page.status, page.body)
+	}
+	page = w.submit(page, strings.TrimPrefix(invite, base), url.Values{"action": {"create"}, "username": {"bob"},
+		"password": {"bob's own password"}, "password_again": {"bob's own password"}})
+	if page.status != 200 || !strings.Contains(page.body, "You are now a member of My team") {
+		t.Fatalf("accepting: %d %s", page.status, page.body)
+	}
+	v = oauth2.GenerateVerifier()
+	bobTok, err := cfg.Exchange(ctx, browserLogin(t, cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v)), base, "bob", "bob's own password"), oauth2.VerifierOption(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", base+"/api/orgs/my-team", nil)
+	req.Header.Set("Authorization", "Bearer "+bobTok.AccessToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("bob reading his new org: %d", resp.StatusCode)
 	}
 }
