@@ -184,6 +184,7 @@ func (a *App) rootCmd() *cobra.Command {
 		a.apiCmd(g), a.sshCmd(g),
 		a.orgCreateCmd(g), a.orgSecurityCmd(g), a.orgUsersCmd(g), a.orgRemindCmd(g),
 		a.orgMembersCmd(g), a.orgRoleCmd(g), a.orgRemoveCmd(g), a.orgLeaveCmd(g),
+		a.orgInviteCmd(g), a.invitationsCmd(g), a.invitationsResendCmd(g), a.invitationsRevokeCmd(g),
 	)
 	return root
 }

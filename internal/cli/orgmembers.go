@@ -364,11 +364,5 @@ func completeRoleArg(_ *cobra.Command, args []string, toComplete string) ([]cobr
 	if len(args) != 2 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	var out []cobra.Completion
-	for _, r := range roles {
-		if strings.HasPrefix(r, strings.ToLower(toComplete)) {
-			out = append(out, r)
-		}
-	}
-	return out, cobra.ShellCompDirectiveNoFileComp
+	return completeRoles(toComplete), cobra.ShellCompDirectiveNoFileComp
 }
