@@ -48,6 +48,13 @@ type Store interface {
 // means the entry never expires.
 type KV interface {
 	Get(ctx context.Context, ns, key string) ([]byte, error)
+	// GetMany returns the values of keys in ns, in the order of keys: nil
+	// for each absent or expired one, and a present value never nil, even
+	// when empty. It is one round trip however many keys there are (none
+	// for no keys), also when they lie in different Redis Cluster slots.
+	// It is not atomic: a write made during the call may show in some
+	// values and not in others.
+	GetMany(ctx context.Context, ns string, keys ...string) ([][]byte, error)
 	Put(ctx context.Context, ns, key string, value []byte, ttl time.Duration) error
 	// Create stores value only if key is absent (ErrAlreadyExists otherwise).
 	// It is the single-use guard: a TOTP step, a one-time code.

@@ -117,6 +117,21 @@ func (s *Store) Get(_ context.Context, ns, key string) ([]byte, error) {
 	return bytes.Clone(it.value), nil
 }
 
+func (s *Store) GetMany(_ context.Context, ns string, keys ...string) ([][]byte, error) {
+	out := make([][]byte, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, key := range keys {
+		if it, ok := s.live(kvKey(ns, key)); ok {
+			out[i] = append([]byte{}, it.value...) // present: never nil, even when empty
+		}
+	}
+	return out, nil
+}
+
 func (s *Store) Put(_ context.Context, ns, key string, value []byte, ttl time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -22,11 +22,13 @@
 // field and LoadFamily is a single HGETALL. A group's record is its value
 // as it is. An index keeps its members in byte order (ZRANGE … BYLEX).
 //
-// Round trips per call: Get, Put, Create (SET NX PX), Take (GETDEL),
-// Delete, Incr (a script), LoadFamily (HGETALL), ApplyFamily (a script),
-// GetRecords (HMGET), ApplyRecords (a script), ScanIndex (ZRANGE BYLEX) and
-// IndexSize (ZCARD) one each; a script's first run on a server whose script
-// cache lacks it costs one more (EVALSHA answered NOSCRIPT, then EVAL).
+// Round trips per call: Get, GetMany (a pipeline of GETs), Put, Create
+// (SET NX PX), Take (GETDEL), Delete, Incr (a script), LoadFamily
+// (HGETALL), ApplyFamily (a script), GetRecords (HMGET), ApplyRecords (a
+// script), ScanIndex (ZRANGE BYLEX) and IndexSize (ZCARD) one each; a
+// script's first run on a server whose script cache lacks it costs one more
+// (EVALSHA answered NOSCRIPT, then EVAL). On a Cluster, GetMany's one is one
+// per node that holds some of its keys, all sent at once.
 // Update is WATCH, GET, then MULTI/SET/EXEC in one pipeline: three, and
 // again per retry.
 //
@@ -99,6 +101,12 @@ const (
 // follows MOVED and ASK redirections up to max_redirects (default 3), and
 // go-redis spends that same budget resending after a network error, which
 // no option turns off without also losing the redirections.
+//
+// go-redis would also send pipelines (GetMany's) on connections of a pool
+// of their own, and when it fails to open one there, open another in the
+// regular pool: against a server that accepts connections but does not
+// answer, that is two timeouts before ErrUnavailable. New keeps pipelines
+// in the regular pool (pipeline_pool_size=-1) unless the URL asks otherwise.
 func New(cfg Config) (*Store, error) {
 	prefix := cfg.Prefix
 	if prefix == "" {
@@ -127,7 +135,7 @@ func newClient(rawURL string) (goredis.UniversalClient, error) {
 		if err != nil {
 			return nil, err
 		}
-		setDefaults(q, knobs{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled})
+		setDefaults(q, knobs{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled, &o.PipelinePoolSize})
 		return goredis.NewFailoverClient(o), nil
 	case len(seeds) > 0 || q.Has("addr"):
 		if db := strings.Trim(u.Path, "/"); db != "" && db != "0" {
@@ -139,7 +147,7 @@ func newClient(rawURL string) (goredis.UniversalClient, error) {
 		if err != nil {
 			return nil, err
 		}
-		setDefaults(q, knobs{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled})
+		setDefaults(q, knobs{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled, &o.PipelinePoolSize})
 		if o.TLSConfig != nil {
 			// go-redis names the first seed as the TLS server for every
 			// node; left empty, each node is verified under its own name.
@@ -151,7 +159,7 @@ func newClient(rawURL string) (goredis.UniversalClient, error) {
 		if err != nil {
 			return nil, err
 		}
-		setDefaults(q, knobs{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled})
+		setDefaults(q, knobs{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled, &o.PipelinePoolSize})
 		return goredis.NewClient(o), nil
 	}
 }
@@ -221,6 +229,7 @@ type knobs struct {
 	dial, read, write    *time.Duration
 	retries, dialRetries *int
 	ctxTimeout           *bool
+	pipelinePool         *int
 }
 
 // setDefaults fills in the options the URL left out.
@@ -244,6 +253,9 @@ func setDefaults(q url.Values, k knobs) {
 	// instead of waiting out the full read timeout.
 	if !q.Has("context_timeout_enabled") {
 		*k.ctxTimeout = true
+	}
+	if !q.Has("pipeline_pool_size") {
+		*k.pipelinePool = -1 // go-redis: -1 is none, 0 is its default of 10
 	}
 }
 
@@ -299,6 +311,44 @@ func (s *Store) Get(ctx context.Context, ns, key string) ([]byte, error) {
 		return nil, fail("get", err)
 	}
 	return v, nil
+}
+
+// GetMany sends one GET per key in one pipeline, not an MGET: an MGET's
+// keys must share a Cluster slot, and KV keys carry no hash tag, so they
+// spread over every slot. A standalone or Sentinel client writes the
+// pipeline and reads its replies on one connection. A Cluster client splits
+// it by the master that serves each key's slot (a replica, with read_only)
+// and sends each node its part at once on that node's connection, so the
+// call waits for its slowest node, once; keys that moved (MOVED, ASK) are
+// resent to their new node within max_redirects.
+func (s *Store) GetMany(ctx context.Context, ns string, keys ...string) ([][]byte, error) {
+	out := make([][]byte, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	cmds := make([]*goredis.StringCmd, len(keys))
+	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, key := range keys {
+			cmds[i] = p.Get(ctx, s.kvKey(ns, key))
+		}
+		return nil
+	})
+	// The pipeline answers the first command's error, and an absent key's
+	// goredis.Nil is one; each command keeps its own.
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, fail("get many", err)
+	}
+	for i, cmd := range cmds {
+		v, err := cmd.Result()
+		switch {
+		case errors.Is(err, goredis.Nil): // absent or expired
+		case err != nil:
+			return nil, fail("get many", err)
+		default:
+			out[i] = append([]byte{}, v...) // present: never nil, even when empty
+		}
+	}
+	return out, nil
 }
 
 func (s *Store) Put(ctx context.Context, ns, key string, value []byte, d time.Duration) error {

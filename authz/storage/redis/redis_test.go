@@ -108,6 +108,8 @@ func TestConformance(t *testing.T) {
 				t.Errorf("eight groups all in slot %v", slots)
 			}
 		})
+
+		t.Run("get-many-per-node", func(t *testing.T) { testGetManyPerNode(t, addrs) })
 	})
 }
 
@@ -128,6 +130,129 @@ func (c *counter) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.
 	return func(ctx context.Context, cmds []goredis.Cmder) error {
 		c.n.Add(1)
 		return next(ctx, cmds)
+	}
+}
+
+// nodeCounter counts, on one Cluster node, the pipelines and the single
+// commands it is sent. While barrier is set, each pipeline waits in the hook
+// until barrier nodes have started theirs, or gives up after a while and
+// says so in serial: that shows the nodes are sent their parts at once.
+type nodeCounter struct {
+	mu        sync.Mutex
+	pipelines map[string]int
+	commands  map[string]int
+	barrier   int
+	entered   int
+	all       chan struct{}
+	serial    bool
+}
+
+func (c *nodeCounter) hook(addr string) goredis.Hook { return &nodeHook{c: c, addr: addr} }
+
+type nodeHook struct {
+	c    *nodeCounter
+	addr string
+}
+
+func (h *nodeHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h *nodeHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		h.c.mu.Lock()
+		h.c.commands[h.addr]++
+		h.c.mu.Unlock()
+		return next(ctx, cmd)
+	}
+}
+
+func (h *nodeHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		c := h.c
+		c.mu.Lock()
+		c.pipelines[h.addr]++
+		wait := c.barrier > 0
+		if wait {
+			c.entered++
+			if c.entered == c.barrier {
+				close(c.all)
+			}
+		}
+		all := c.all
+		c.mu.Unlock()
+		if wait {
+			select {
+			case <-all:
+			case <-time.After(3 * time.Second):
+				c.mu.Lock()
+				c.serial = true
+				c.mu.Unlock()
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// testGetManyPerNode pins what go-redis makes of GetMany on a Cluster, where
+// the keys lie in slots of every node: one pipeline to each master, sent
+// concurrently, and no command on its own; to hooks on the Cluster client
+// itself, one pipeline.
+func testGetManyPerNode(t *testing.T, addrs []string) {
+	s := newStore(t, Config{URL: "redis://" + strings.Join(addrs, ",")})
+	nodes := &nodeCounter{pipelines: map[string]int{}, commands: map[string]int{}}
+	cluster := s.rdb.(*goredis.ClusterClient)
+	// Before the first command, so that every node client gets the hook.
+	cluster.OnNewNode(func(c *goredis.Client) { c.AddHook(nodes.hook(c.Options().Addr)) })
+	whole := &counter{}
+	s.AddHook(whole)
+
+	keys := make([]string, 500)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("member-%d", i)
+		if i%2 == 0 {
+			if err := s.Put(ctx, "mfa", keys[i], []byte(keys[i]), time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The first call also loads what the client learns once (the slot map,
+	// the command table); count only what a call on a warm client sends.
+	if _, err := s.GetMany(ctx, "mfa", keys...); err != nil {
+		t.Fatal(err)
+	}
+	nodes.mu.Lock()
+	clear(nodes.pipelines)
+	clear(nodes.commands)
+	nodes.barrier, nodes.all = len(addrs), make(chan struct{})
+	nodes.mu.Unlock()
+	before := whole.n.Load()
+
+	got, err := s.GetMany(ctx, "mfa", keys...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range got {
+		if want := keys[i]; (i%2 == 0) != (v != nil) || (v != nil && string(v) != want) {
+			t.Fatalf("key %q = %q", keys[i], v)
+		}
+	}
+	if n := whole.n.Load() - before; n != 1 {
+		t.Errorf("the Cluster client saw %d round trips, want 1 pipeline", n)
+	}
+	nodes.mu.Lock()
+	defer nodes.mu.Unlock()
+	if len(nodes.pipelines) != len(addrs) {
+		t.Errorf("pipelines went to %d nodes (%v), want all %d masters", len(nodes.pipelines), nodes.pipelines, len(addrs))
+	}
+	for addr, n := range nodes.pipelines {
+		if n != 1 {
+			t.Errorf("node %s was sent %d pipelines, want 1", addr, n)
+		}
+	}
+	if len(nodes.commands) != 0 {
+		t.Errorf("single commands were sent as well: %v", nodes.commands)
+	}
+	if nodes.serial {
+		t.Errorf("the nodes' pipelines did not all start before the first one ended: sent one after another")
 	}
 }
 
@@ -202,6 +327,13 @@ func TestRoundTrips(t *testing.T) {
 	measure("IndexSize", 1, func() error { return noErr(s.IndexSize(ctx, "people", "users")) })
 	measure("Put", 1, func() error { return s.Put(ctx, "ns", "k", []byte("v"), time.Minute) })
 	measure("Get", 1, func() error { return noErr(s.Get(ctx, "ns", "k")) })
+	measure("GetMany", 1, func() error { return noErr(s.GetMany(ctx, "ns", "absent", "k", "other")) })
+	many := make([]string, 500)
+	for i := range many {
+		many[i] = fmt.Sprintf("member-%d", i)
+	}
+	measure("GetMany (500 keys)", 1, func() error { return noErr(s.GetMany(ctx, "ns", many...)) })
+	measure("GetMany (no keys)", 0, func() error { return noErr(s.GetMany(ctx, "ns")) })
 	measure("Take", 1, func() error { return noErr(s.Take(ctx, "ns", "k")) })
 	measure("Create", 1, func() error { return s.Create(ctx, "ns", "k", []byte("v"), time.Minute) })
 	measure("Delete", 1, func() error { return s.Delete(ctx, "ns", "k") })
@@ -403,6 +535,47 @@ func TestNewURL(t *testing.T) {
 	}
 }
 
+// TestGetManyGivesUpOnce: against a server that accepts connections and
+// never answers, a fresh store's GetMany fails after one read timeout. Left
+// to itself, go-redis would wait out a second one: it opens pipelines'
+// connections in a pool of their own, and when that fails opens another in
+// the regular pool.
+func TestGetManyGivesUpOnce(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	t.Cleanup(func() {
+		silent.Close()
+		<-accepted
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	s := newStore(t, Config{URL: "redis://" + silent.Addr().String()})
+	start := time.Now()
+	_, err = s.GetMany(ctx, "mfa", "alice", "bob")
+	took := time.Since(start)
+	if !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("GetMany: %v, want ErrUnavailable", err)
+	}
+	if took > defaultIOTimeout+defaultIOTimeout/2 {
+		t.Errorf("GetMany took %v, want one read timeout (%v)", took, defaultIOTimeout)
+	}
+}
+
 // TestUnavailable points stores at a port nobody listens on, and at one
 // that accepts connections but never answers: every method must fail with
 // ErrUnavailable, which the HTTP edge answers with 503, and soon.
@@ -438,7 +611,11 @@ func TestUnavailable(t *testing.T) {
 			s := newStore(t, Config{URL: url})
 			exp := time.Now().Add(time.Hour)
 			calls := map[string]func(ctx context.Context) error{
-				"Get":    func(ctx context.Context) error { _, err := s.Get(ctx, "ns", "k"); return err },
+				"Get": func(ctx context.Context) error { _, err := s.Get(ctx, "ns", "k"); return err },
+				"GetMany": func(ctx context.Context) error {
+					_, err := s.GetMany(ctx, "ns", "k", "l")
+					return err
+				},
 				"Put":    func(ctx context.Context) error { return s.Put(ctx, "ns", "k", []byte("v"), time.Minute) },
 				"Create": func(ctx context.Context) error { return s.Create(ctx, "ns", "k", []byte("v"), time.Minute) },
 				"Take":   func(ctx context.Context) error { _, err := s.Take(ctx, "ns", "k"); return err },

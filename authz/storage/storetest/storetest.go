@@ -4,10 +4,12 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +40,12 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"kv/incr-window", testIncr},
 		{"kv/update", testUpdate},
 		{"kv/namespaces", testNamespaces},
+		{"kv/get-many", testGetMany},
+		{"kv/get-many-expiry", testGetManyExpiry},
+		{"kv/get-many-no-keys", testGetManyNoKeys},
+		{"kv/get-many-500", testGetManyLarge},
+		{"kv/get-many-binary-and-empty", testGetManyBinary},
+		{"kv/get-many-namespaces", testGetManyNamespaces},
 		{"family/load-missing", testFamilyMissing},
 		{"family/put-load", testFamilyPutLoad},
 		{"family/spend", testFamilySpend},
@@ -207,6 +215,191 @@ func testNamespaces(t *testing.T, h Harness) {
 	mustGet(t, s, "b", "k", "in b")
 	check(t, s.Delete(ctx, "a", "k"))
 	mustGet(t, s, "b", "k", "in b")
+}
+
+// getMany calls GetMany and checks that it answers one value per key.
+func getMany(t *testing.T, s storage.KV, ns string, keys ...string) [][]byte {
+	t.Helper()
+	got, err := s.GetMany(ctx, ns, keys...)
+	check(t, err)
+	if len(got) != len(keys) {
+		t.Fatalf("GetMany(%s, %q) = %d values, want %d", ns, keys, len(got), len(keys))
+	}
+	return got
+}
+
+// sameValues compares GetMany's answer with want, where "" is a present
+// empty value and a nil want, written absent, an absent key.
+func sameValues(t *testing.T, what string, got [][]byte, want []*string) {
+	t.Helper()
+	for i := range want {
+		switch {
+		case want[i] == nil && got[i] != nil:
+			t.Fatalf("%s: value %d = %q, want nil (absent)", what, i, got[i])
+		case want[i] != nil && got[i] == nil:
+			t.Fatalf("%s: value %d = nil, want %q", what, i, *want[i])
+		case want[i] != nil && string(got[i]) != *want[i]:
+			t.Fatalf("%s: value %d = %q, want %q", what, i, got[i], *want[i])
+		}
+	}
+}
+
+func val(s string) *string { return &s }
+
+var absent *string
+
+func testGetMany(t *testing.T, h Harness) {
+	s := h.Store
+	check(t, s.Put(ctx, "mfa", "u1", []byte("totp:1"), 0))
+	check(t, s.Put(ctx, "mfa", "u3", []byte("totp:3"), time.Hour))
+	check(t, s.Create(ctx, "mfa", "u4", []byte("totp:4"), time.Minute))
+	_, err := s.Incr(ctx, "mfa", "u6", time.Minute)
+	check(t, err)
+
+	// Absent and present mixed, the first and the last absent, one key
+	// twice: one value per key, in the order asked.
+	keys := []string{"u0", "u1", "u2", "u3", "u4", "u1", "u5", "u6", "u7"}
+	got := getMany(t, s, "mfa", keys...)
+	sameValues(t, "GetMany", got, []*string{absent, val("totp:1"), absent, val("totp:3"), val("totp:4"), val("totp:1"), absent, val("1"), absent})
+	// The same keys reversed: the order is the caller's, not the store's.
+	rev := make([]string, len(keys))
+	for i, k := range keys {
+		rev[len(keys)-1-i] = k
+	}
+	gotRev := getMany(t, s, "mfa", rev...)
+	for i := range keys {
+		if !bytes.Equal(got[i], gotRev[len(keys)-1-i]) || (got[i] == nil) != (gotRev[len(keys)-1-i] == nil) {
+			t.Fatalf("GetMany reversed: key %q = %q, in order %q", keys[i], gotRev[len(keys)-1-i], got[i])
+		}
+	}
+	// It agrees with Get, key by key.
+	for i, k := range keys {
+		v, err := s.Get(ctx, "mfa", k)
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+			if got[i] != nil {
+				t.Fatalf("Get(%s) says absent, GetMany %q", k, got[i])
+			}
+		case err != nil:
+			t.Fatal(err)
+		case string(v) != string(got[i]):
+			t.Fatalf("Get(%s) = %q, GetMany %q", k, v, got[i])
+		}
+	}
+	// A value handed out is the caller's: changing it changes nothing stored.
+	got[1][0] = 'X'
+	mustGet(t, s, "mfa", "u1", "totp:1")
+	// What is written, taken or deleted since shows.
+	check(t, s.Put(ctx, "mfa", "u0", []byte("new"), 0))
+	_, err = s.Take(ctx, "mfa", "u3")
+	check(t, err)
+	check(t, s.Delete(ctx, "mfa", "u4"))
+	sameValues(t, "GetMany after writes", getMany(t, s, "mfa", "u0", "u3", "u4", "u1"), []*string{val("new"), absent, absent, val("totp:1")})
+	// Only absent keys: all nil, no error.
+	sameValues(t, "GetMany of absent keys", getMany(t, s, "mfa", "x", "y"), []*string{absent, absent})
+	sameValues(t, "GetMany in an unused namespace", getMany(t, s, "never", "u1"), []*string{absent})
+}
+
+func testGetManyExpiry(t *testing.T, h Harness) {
+	s := h.Store
+	check(t, s.Put(ctx, "mfa-reminded", "short1", []byte("a"), short))
+	check(t, s.Put(ctx, "mfa-reminded", "long", []byte("b"), time.Hour))
+	check(t, s.Create(ctx, "mfa-reminded", "short2", []byte("c"), short))
+	_, err := s.Incr(ctx, "mfa-reminded", "window", short)
+	check(t, err)
+	check(t, s.Put(ctx, "mfa-reminded", "forever", []byte("d"), 0))
+	keys := []string{"short1", "long", "short2", "window", "forever"}
+	sameValues(t, "GetMany before expiry", getMany(t, s, "mfa-reminded", keys...), []*string{val("a"), val("b"), val("c"), val("1"), val("d")})
+	h.Advance(short + short/2)
+	sameValues(t, "GetMany after expiry", getMany(t, s, "mfa-reminded", keys...), []*string{absent, val("b"), absent, absent, val("d")})
+	// And an expired key stays absent to Get as well.
+	mustBeMissing(t, s, "mfa-reminded", "short1")
+}
+
+func testGetManyNoKeys(t *testing.T, h Harness) {
+	s := h.Store
+	for _, keys := range [][]string{nil, {}} {
+		got, err := s.GetMany(ctx, "mfa", keys...)
+		check(t, err)
+		if len(got) != 0 {
+			t.Fatalf("GetMany without keys = %q, want none", got)
+		}
+	}
+	check(t, s.Put(ctx, "mfa", "k", []byte("v"), 0))
+	if got, err := s.GetMany(ctx, "mfa"); err != nil || len(got) != 0 {
+		t.Fatalf("GetMany without keys = %q, %v; want none", got, err)
+	}
+}
+
+// testGetManyLarge reads 500 keys, as a page of members might, every third
+// one absent; on a Cluster they spread over every node.
+func testGetManyLarge(t *testing.T, h Harness) {
+	s := h.Store
+	const n = 500
+	keys := make([]string, n)
+	want := make([]*string, n)
+	for i := range n {
+		keys[i] = "user-" + strconv.Itoa(i)
+		if i%3 == 0 {
+			continue
+		}
+		v := "links:" + strconv.Itoa(i) + strings.Repeat("x", i%7)
+		want[i] = &v
+		check(t, s.Put(ctx, "sso-links", keys[i], []byte(v), time.Hour))
+	}
+	sameValues(t, "GetMany of 500", getMany(t, s, "sso-links", keys...), want)
+}
+
+func testGetManyBinary(t *testing.T, h Harness) {
+	s := h.Store
+	bin := []byte{0, 1, 2, 0xff, 0xfe, '\n', '\r', '{', '}', ':', '%', '\'', '"', '\\', 0}
+	keys := []string{"a:b{c}", "%7B", "\x00", "n\x00ul", "\xff\xfe", "", " ", "{}"}
+	for i, k := range keys {
+		check(t, s.Put(ctx, "bin{}", k, append([]byte{byte(i)}, bin...), 0))
+	}
+	got := getMany(t, s, "bin{}", append(keys, "absent")...)
+	for i, k := range keys {
+		if want := append([]byte{byte(i)}, bin...); !bytes.Equal(got[i], want) {
+			t.Fatalf("GetMany: key %q = %q, want %q", k, got[i], want)
+		}
+	}
+	if got[len(keys)] != nil {
+		t.Fatalf("GetMany: absent key = %q, want nil", got[len(keys)])
+	}
+
+	// An empty value is present: it reads back empty, not nil, whether it
+	// was put empty, put nil, created empty or put over a longer one.
+	check(t, s.Put(ctx, "ns", "empty", []byte{}, 0))
+	check(t, s.Put(ctx, "ns", "nil", nil, 0))
+	check(t, s.Create(ctx, "ns", "created", []byte{}, time.Hour))
+	check(t, s.Put(ctx, "ns", "overwritten", []byte("long"), 0))
+	check(t, s.Put(ctx, "ns", "overwritten", []byte{}, 0))
+	vals := getMany(t, s, "ns", "empty", "nil", "created", "overwritten", "absent")
+	for i, k := range []string{"empty", "nil", "created", "overwritten"} {
+		if vals[i] == nil || len(vals[i]) != 0 {
+			t.Fatalf("key %q = %#v, want a non-nil empty value", k, vals[i])
+		}
+	}
+	if vals[4] != nil {
+		t.Fatalf("absent key = %#v, want nil", vals[4])
+	}
+}
+
+func testGetManyNamespaces(t *testing.T, h Harness) {
+	s := h.Store
+	check(t, s.Put(ctx, "mfa", "alice", []byte("mfa of alice"), 0))
+	check(t, s.Put(ctx, "sso-links", "alice", []byte("links of alice"), 0))
+	check(t, s.Put(ctx, "sso-links", "bob", []byte("links of bob"), 0))
+	sameValues(t, "GetMany(mfa)", getMany(t, s, "mfa", "alice", "bob"), []*string{val("mfa of alice"), absent})
+	sameValues(t, "GetMany(sso-links)", getMany(t, s, "sso-links", "alice", "bob"), []*string{val("links of alice"), val("links of bob")})
+	sameValues(t, "GetMany(mfa-reminded)", getMany(t, s, "mfa-reminded", "alice", "bob"), []*string{absent, absent})
+	// Separators in a namespace or key do not make one pair read as another.
+	check(t, s.Put(ctx, "a:b", "c", []byte("ab/c"), 0))
+	check(t, s.Put(ctx, "a", "b:c", []byte("a/bc"), 0))
+	sameValues(t, "GetMany(a:b)", getMany(t, s, "a:b", "c", "b:c"), []*string{val("ab/c"), absent})
+	sameValues(t, "GetMany(a)", getMany(t, s, "a", "b:c", "c"), []*string{val("a/bc"), absent})
+	check(t, s.Delete(ctx, "mfa", "alice"))
+	sameValues(t, "GetMany(sso-links) after a delete in mfa", getMany(t, s, "sso-links", "alice"), []*string{val("links of alice")})
 }
 
 func load(t *testing.T, s storage.Grants, fam string) map[string]storage.Entry {
