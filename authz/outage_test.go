@@ -83,6 +83,36 @@ func (f *flakyStore) ApplyFamily(ctx context.Context, fam string, exp time.Time,
 	}
 	return f.Store.ApplyFamily(ctx, fam, exp, ops...)
 }
+func (f *flakyStore) GetMany(ctx context.Context, ns string, keys ...string) ([][]byte, error) {
+	if err := f.fail(); err != nil {
+		return nil, err
+	}
+	return f.Store.GetMany(ctx, ns, keys...)
+}
+func (f *flakyStore) GetRecords(ctx context.Context, group string, names ...string) ([][]byte, error) {
+	if err := f.fail(); err != nil {
+		return nil, err
+	}
+	return f.Store.GetRecords(ctx, group, names...)
+}
+func (f *flakyStore) ApplyRecords(ctx context.Context, group string, ops ...storage.RecordOp) error {
+	if err := f.fail(); err != nil {
+		return err
+	}
+	return f.Store.ApplyRecords(ctx, group, ops...)
+}
+func (f *flakyStore) ScanIndex(ctx context.Context, group, index, after string, limit int) ([]string, error) {
+	if err := f.fail(); err != nil {
+		return nil, err
+	}
+	return f.Store.ScanIndex(ctx, group, index, after, limit)
+}
+func (f *flakyStore) IndexSize(ctx context.Context, group, index string) (int64, error) {
+	if err := f.fail(); err != nil {
+		return 0, err
+	}
+	return f.Store.IndexSize(ctx, group, index)
+}
 func (f *flakyStore) Ping(ctx context.Context) error {
 	if err := f.fail(); err != nil {
 		return err

@@ -136,19 +136,6 @@ func (s *Server) remind(ctx context.Context, q *orgRequest, userID string) (stri
 	return "", s.store.Put(ctx, remindedNS, key, []byte(now.Format(time.RFC3339)), 0)
 }
 
-// lastReminded is when the member was last reminded, or nil.
-func (s *Server) lastReminded(ctx context.Context, orgID, userID string) (*string, error) {
-	v, err := s.store.Get(ctx, remindedNS, orgID+"/"+userID)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	at := string(v)
-	return &at, nil
-}
-
 func dedupe(ids []string) []string {
 	var out []string
 	for _, id := range ids {
