@@ -154,14 +154,17 @@ func (a *mfaAdoption) counts() map[string][2]int {
 			continue
 		}
 		c, ok := [2]int{len(members), 0}, true
-		for _, m := range members {
-			on, err := a.srv.mfa.enabled(ctx, m.User.ID)
-			if err != nil {
-				a.srv.metrics.storeErrors.Inc()
-				ok = false
-				break
-			}
-			if on {
+		ids := make([]string, len(members))
+		for i, m := range members {
+			ids[i] = m.User.ID
+		}
+		enrolled, err := a.srv.store.GetMany(ctx, mfaNS, ids...)
+		if err != nil {
+			a.srv.metrics.storeErrors.Inc()
+			ok = false
+		}
+		for _, e := range enrolled {
+			if e != nil {
 				c[1]++
 			}
 		}
