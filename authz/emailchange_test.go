@@ -1,9 +1,6 @@
 package authz_test
 
 import (
-	"io"
-	"mime/quotedprintable"
-	"net/mail"
 	"net/url"
 	"regexp"
 	"strings"
@@ -43,12 +40,7 @@ func TestChangeEmail(t *testing.T) {
 	if len(mails) != 1 || mails[0].To[0] != "dave@new.example" {
 		t.Fatalf("mails: %v", mails)
 	}
-	m, _ := mail.ReadMessage(strings.NewReader(string(mails[0].Data)))
-	text, _ := io.ReadAll(quotedprintable.NewReader(m.Body))
-	link := verifyLink.FindString(string(text))
-	if link == "" {
-		t.Fatalf("no link in %s", text)
-	}
+	link := mailLink(t, sink, 1, verifyLink)
 	// Opening it only asks; the button changes the address.
 	p := b.get(link)
 	if p.StatusCode != 200 || !strings.Contains(p.Body, "Use this address") {

@@ -23,6 +23,13 @@ var inviteLink = regexp.MustCompile(`https?://\S+/invite/stpi_[A-Za-z0-9_-]{43}`
 // linkIn returns the invitation link of the n-th mail (from 1) the sink has.
 func linkIn(t *testing.T, sink *testenv.SMTPSink, n int) string {
 	t.Helper()
+	return mailLink(t, sink, n, inviteLink)
+}
+
+// mailLink returns the link that re finds in the text of the n-th mail
+// (from 1) the sink has, waiting for it to arrive.
+func mailLink(t *testing.T, sink *testenv.SMTPSink, n int, re *regexp.Regexp) string {
+	t.Helper()
 	mails := sink.Wait(n, 10*time.Second)
 	if len(mails) < n {
 		t.Fatalf("%d mails arrived, want %d", len(mails), n)
@@ -32,9 +39,9 @@ func linkIn(t *testing.T, sink *testenv.SMTPSink, n int) string {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(quotedprintable.NewReader(m.Body))
-	link := inviteLink.FindString(string(body))
+	link := re.FindString(string(body))
 	if link == "" {
-		t.Fatalf("no invitation link in %s", body)
+		t.Fatalf("no link in %s", body)
 	}
 	return link
 }

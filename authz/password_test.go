@@ -1,9 +1,6 @@
 package authz_test
 
 import (
-	"io"
-	"mime/quotedprintable"
-	"net/mail"
 	"net/url"
 	"regexp"
 	"strings"
@@ -87,12 +84,7 @@ func TestForgotPassword(t *testing.T) {
 	if len(mails) != 1 || mails[0].To[0] != "dave@example.com" {
 		t.Fatalf("mails: %v", mails)
 	}
-	m, _ := mail.ReadMessage(strings.NewReader(string(mails[0].Data)))
-	body, _ := io.ReadAll(quotedprintable.NewReader(m.Body))
-	link := resetLink.FindString(string(body))
-	if link == "" {
-		t.Fatalf("no link in %s", body)
-	}
+	link := mailLink(t, sink, 1, resetLink)
 	p := b.get(link)
 	set := func(pw, again string) page {
 		return b.post(link, url.Values{"csrf_token": {formValues(p).Get("csrf_token")}, "new_password": {pw}, "new_password_again": {again}})
@@ -120,13 +112,11 @@ func TestForgotPassword(t *testing.T) {
 	}
 	// A link expires after an hour.
 	ts.Clock.Advance(2 * time.Hour)
+	next := len(sink.Messages()) + 1
 	b2 := newBrowser(t, ts.Issuer).from("192.0.2.9")
 	p2 := b2.get(ts.Issuer + "/password/forgot")
 	b2.post(ts.Issuer+"/password/forgot", url.Values{"csrf_token": {formValues(p2).Get("csrf_token")}, "email": {"carol@example.com"}})
-	mails = sink.Wait(len(sink.Messages()), time.Second)
-	m, _ = mail.ReadMessage(strings.NewReader(string(mails[len(mails)-1].Data)))
-	body, _ = io.ReadAll(quotedprintable.NewReader(m.Body))
-	late := resetLink.FindString(string(body))
+	late := mailLink(t, sink, next, resetLink)
 	ts.Clock.Advance(61 * time.Minute)
 	if r := b2.get(late); r.StatusCode != 404 {
 		t.Errorf("a link after 61 minutes: %d", r.StatusCode)
