@@ -31,16 +31,43 @@ import (
 )
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+	err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return // a subcommand's --help, printed: not a failure
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "stepupd:", err)
 		os.Exit(1)
 	}
 }
 
+// usage is what --help, -h and help print.
+const usage = `stepupd is the Stepup identity provider.
+
+Usage:
+  stepupd [serve] [--dev | --config FILE] [--addr ADDR] [--issuer URL]
+  stepupd hash-password             < password on standard input
+  stepupd rotate-keys --config FILE
+  stepupd bench --help
+
+Commands:
+  serve          run the server (the default): --dev tries it out with an
+                 in-memory store and a seeded demo; --config runs a deployment
+  hash-password  print the argon2id hash of a password, for users[].password_hash
+  rotate-keys    bring in new signing keys now, on the configured store
+  bench          drive a running server and measure it
+
+"stepupd serve --help" lists the server's flags.
+`
+
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	cmd := "serve"
+	cmd, named := "serve", false
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
+		cmd, args, named = args[0], args[1:], true
+	}
+	if cmd == "help" || (!named && len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help")) {
+		_, err := io.WriteString(stdout, usage)
+		return err
 	}
 	switch cmd {
 	case "serve":
@@ -52,7 +79,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "bench":
 		return bench(ctx, args, stdout, stderr)
 	default:
-		return fmt.Errorf("unknown command %q (commands: serve, hash-password, rotate-keys, bench)", cmd)
+		return fmt.Errorf("unknown command %q; \"stepupd help\" lists the commands", cmd)
 	}
 }
 

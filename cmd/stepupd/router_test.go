@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"flag"
 	"io"
 	"log/slog"
 	"net/http"
@@ -71,5 +74,28 @@ func TestMetricsToken(t *testing.T) {
 	}
 	if status, body := get(h, "/metrics", "Bearer s3cret-scrape"); status != 200 || !strings.Contains(body, "stepup_http_requests_total") {
 		t.Errorf("with the token: %d %s", status, body)
+	}
+}
+
+// TestHelp: --help and help print the commands and succeed; an unknown
+// command says where to look.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}} {
+		var out, errOut bytes.Buffer
+		if err := run(t.Context(), args, nil, &out, &errOut); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		for _, want := range []string{"serve", "hash-password", "rotate-keys", "bench"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("%v does not list %s:\n%s", args, want, out.String())
+			}
+		}
+	}
+	var out, errOut bytes.Buffer
+	if err := run(t.Context(), []string{"serve", "--help"}, nil, &out, &errOut); !errors.Is(err, flag.ErrHelp) || !strings.Contains(errOut.String(), "-dev") {
+		t.Errorf("serve --help: %v, %q", err, errOut.String())
+	}
+	if err := run(t.Context(), []string{"nope"}, nil, &out, &errOut); err == nil || !strings.Contains(err.Error(), "stepupd help") {
+		t.Errorf("an unknown command: %v", err)
 	}
 }
