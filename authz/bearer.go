@@ -91,10 +91,21 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, use tokenU
 	case ref.scope != "":
 		w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+ref.scope+`"`)
 	case ref.status == http.StatusUnauthorized:
-		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", error_description="`+ref.description+`"`)
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", error_description="`+headerSafe(ref.description)+`"`)
 	}
 	writeError(w, ref.status, ref.code, ref.description)
 	return nil, false
+}
+
+// headerSafe keeps what RFC 6750 allows in error_description (printable
+// ASCII but '"' and '\'); the JSON body has the description as it is.
+func headerSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 // verifyBearer is authenticate without the HTTP answer: a *refusal, a

@@ -24,3 +24,9 @@ func TestEverySecondThinsOutAndCounts(t *testing.T) {
 		}
 	}
 }
+
+func TestHeaderSafe(t *testing.T) {
+	if got := headerSafe("ok \"quoted\" back\\slash … end"); got != "ok  quoted  back slash   end" {
+		t.Errorf("headerSafe = %q", got)
+	}
+}
