@@ -41,7 +41,7 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request, path string) (*
 	}
 	var u *User
 	if ls != nil {
-		if u, err = s.user(ctx, ls.UserID); err != nil {
+		if u, err = s.sessionUser(ctx, ls); err != nil {
 			s.authorizeError(w, nil, err)
 			return nil, "", nil, false
 		}

@@ -46,7 +46,7 @@ func (s *Server) adminUsers(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.admin(w, r); !ok {
 		return
 	}
-	after, limit, _, ok := membersPage(w, r)
+	after, limit, _, ok := pageParams(w, r)
 	if !ok {
 		return
 	}

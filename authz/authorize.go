@@ -125,7 +125,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	var user *User
 	if ls != nil {
-		if user, err = s.user(ctx, ls.UserID); err != nil {
+		if user, err = s.sessionUser(ctx, ls); err != nil {
 			s.authorizeError(w, ar, err)
 			return
 		}

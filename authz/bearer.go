@@ -10,6 +10,7 @@ import (
 
 	"github.com/ory/fosite"
 
+	"github.com/stepup-dev/stepup/authz/directory"
 	"github.com/stepup-dev/stepup/tokens"
 )
 
@@ -151,17 +152,15 @@ func (s *Server) verifyBearer(ctx context.Context, raw string, use tokenUse) (*c
 
 	var user *User
 	if use.person {
-		u, err := s.user(ctx, claims.Subject)
-		if err != nil {
+		u, err := s.people.User(ctx, claims.Subject)
+		if err != nil && !errors.Is(err, directory.ErrNotFound) {
 			return nil, err
-		}
-		if u == nil && claims.Grant != "client_credentials" {
-			if disabled, _ := s.people.User(ctx, claims.Subject); disabled != nil {
-				return nil, invalidToken("The account was disabled.")
-			}
 		}
 		if u == nil || claims.Grant == "client_credentials" {
 			return nil, accessDenied("This call is for people; this token belongs to a client.")
+		}
+		if u.Disabled {
+			return nil, invalidToken("The account was disabled.")
 		}
 		user = u
 	}
@@ -188,16 +187,26 @@ func (s *Server) verifyBearer(ctx context.Context, raw string, use tokenUse) (*c
 		}
 	}
 	c := &caller{claims: claims, user: user, signature: signature}
+	// The grant's session, read only when a check needs more than the
+	// token says, and then once.
+	var sess *Session
+	grantSession := func() (*Session, error) {
+		var err error
+		if sess == nil {
+			sess, err = s.grants.accessTokenSession(ctx, signature)
+		}
+		return sess, err
+	}
 	if user != nil && !user.SignedOutAt.IsZero() {
 		// auth_time is in seconds; within the second of the change, the
 		// grant's session says exactly.
 		at := time.Unix(claims.AuthTime, 0)
 		if at.Unix() == user.SignedOutAt.Unix() {
-			sess, err := s.grants.accessTokenSession(ctx, signature)
+			gs, err := grantSession()
 			if err != nil {
 				return nil, err
 			}
-			at = sess.AuthTime()
+			at = gs.AuthTime()
 		}
 		if user.LoggedInBefore(at) {
 			return nil, invalidToken("The password was changed after this token was issued: log in again.")
@@ -206,11 +215,11 @@ func (s *Server) verifyBearer(ctx context.Context, raw string, use tokenUse) (*c
 	if user != nil && slices.Contains(claims.AMR, tokens.MethodOTP) {
 		// The token says auth_time in seconds, and of the newest factor;
 		// the grant's session knows when the otp itself was proved.
-		sess, err := s.grants.accessTokenSession(ctx, signature)
+		gs, err := grantSession()
 		if err != nil {
 			return nil, err
 		}
-		valid, err := s.mfa.otpStillValid(ctx, user.ID, sess.otpAt())
+		valid, err := s.mfa.otpStillValid(ctx, user.ID, gs.otpAt())
 		if err != nil {
 			return nil, err
 		}

@@ -404,7 +404,7 @@ func (s *Server) invitePageFor(w http.ResponseWriter, r *http.Request) (*invitat
 		return nil, nil, nil, "", false
 	}
 	if ls != nil && !ls.PrimaryAt().IsZero() {
-		if u, err := s.user(ctx, ls.UserID); err == nil && u != nil {
+		if u, err := s.sessionUser(ctx, ls); err == nil && u != nil {
 			page.SignedInAs = u.Username
 			page.Join = strings.EqualFold(u.Email, inv.Email)
 		}

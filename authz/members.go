@@ -194,9 +194,9 @@ func (s *Server) memberChange(w http.ResponseWriter, err error, org string) bool
 	return false
 }
 
-// membersPage reads the after and limit query parameters: ok=false
+// pageParams reads the after and limit query parameters of a paged list: ok=false
 // (answered) when they are bad; paged=false when neither is given.
-func membersPage(w http.ResponseWriter, r *http.Request) (after string, limit int, paged, ok bool) {
+func pageParams(w http.ResponseWriter, r *http.Request) (after string, limit int, paged, ok bool) {
 	q := r.URL.Query()
 	after, limit = q.Get("after"), 100
 	if v := q.Get("limit"); v != "" {

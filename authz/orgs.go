@@ -261,7 +261,7 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", "mfa_enabled must be true or false.")
 		return
 	}
-	after, limit, paged, ok := membersPage(w, r)
+	after, limit, paged, ok := pageParams(w, r)
 	if !ok {
 		return
 	}

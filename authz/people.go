@@ -97,6 +97,15 @@ func (s *Server) user(ctx context.Context, id string) (*User, error) {
 	return u, err
 }
 
+// sessionUser is the person of a session: the one its read found, else
+// read now; nil if there is none or they are disabled.
+func (s *Server) sessionUser(ctx context.Context, ls *LoginSession) (*User, error) {
+	if ls.person != nil {
+		return ls.person, nil
+	}
+	return s.user(ctx, ls.UserID)
+}
+
 // userByEmail is the person with email, or nil.
 func (s *Server) userByEmail(ctx context.Context, email string) (*User, error) {
 	u, err := s.people.ByEmail(ctx, email)

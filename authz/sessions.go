@@ -21,6 +21,9 @@ type LoginSession struct {
 	UserID    string    `json:"user_id"`
 	Factors   []Factor  `json:"factors"`
 	CreatedAt time.Time `json:"created_at"`
+	// person is the session's person as read when the session was, so
+	// that the request reads them once.
+	person *User
 }
 
 // Factor is one completed authentication method.
@@ -164,6 +167,7 @@ func (s *Server) dropStaleFactors(ctx context.Context, ls *LoginSession) (bool, 
 	if err != nil || u == nil || u.LoggedInBefore(ls.CreatedAt) {
 		return false, err
 	}
+	ls.person = u
 	at := ls.factorAt(tokens.MethodOTP)
 	if at.IsZero() {
 		return true, nil
