@@ -449,6 +449,8 @@ func (s *Server) Route(r Router) {
 	r.Method(http.MethodDelete, "/api/orgs/{org}/members/{user}", h(s.removeMember))
 	r.Method(http.MethodGet, "/api/orgs/{org}/audit", h(s.auditLog))
 	r.Method(http.MethodPost, "/api/orgs/{org}/mfa-reminders", h(s.sendReminders))
+	s.routeConsole(r, page)
+	s.routeServices(r, h)
 	// Probes do not wait for the directory: a replica is alive, and ready
 	// once its store answers.
 	r.Method(http.MethodGet, "/healthz", limitBody(http.HandlerFunc(healthz)))
