@@ -137,6 +137,11 @@ type SSOProvider struct {
 type Service struct {
 	ID  string `yaml:"id"`
 	Org string `yaml:"org"`
+	// SSHAddress is the host:port where the gateway for this service
+	// listens, as people reach it; the server tells the CLI, so that
+	// `stepup ssh SERVICE` needs no --host or --port. Empty: the CLI's
+	// own defaults apply.
+	SSHAddress string `yaml:"ssh_address"`
 }
 
 // Gateway holds the client credentials stepup-gateway uses to ask the server
@@ -1218,7 +1223,32 @@ func (v *validator) services(orgs map[string]bool) {
 		case !orgs[s.Org]:
 			v.errorf(p+".org", "%q is not the id of an orgs entry", s.Org)
 		}
+		if s.SSHAddress != "" {
+			if msg := checkSSHAddress(s.SSHAddress); msg != "" {
+				v.errorf(p+".ssh_address", "%s", msg)
+			}
+		}
 	}
+}
+
+// checkSSHAddress checks where people's ssh connects: unlike a listen
+// address, it needs a host, and a port ssh can dial.
+func checkSSHAddress(addr string) string {
+	const want = "want host:port where the service's gateway listens, e.g. ssh.example.com:2222 or 127.0.0.1:2222"
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Sprintf("%q is not host:port; %s", addr, want)
+	}
+	if host == "" {
+		return fmt.Sprintf("%q names no host; %s", addr, want)
+	}
+	if strings.ContainsAny(host, " \t/@") {
+		return fmt.Sprintf("%q: %q is not a host name or address; %s", addr, host, want)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Sprintf("%q has no port from 1 to 65535; %s", addr, want)
+	}
+	return ""
 }
 
 func (v *validator) smtp() {

@@ -666,6 +666,39 @@ func TestLoad(t *testing.T) {
 			file: lines("services: [{id: app}]"),
 			want: []string{"stepup.yaml:1: services[0].org: is required"},
 		},
+		{
+			name: "ok/services/ssh-address",
+			file: lines(oneUser, oneOrg, "services:", "  - {id: app, org: acme, ssh_address: 'gw.example.com:2222'}",
+				"  - {id: v6, org: acme, ssh_address: '[::1]:2200'}", "  - {id: plain, org: acme}"),
+			check: func(t *testing.T, c *Config) {
+				if got := []string{c.Services[0].SSHAddress, c.Services[1].SSHAddress, c.Services[2].SSHAddress}; !slices.Equal(got, []string{"gw.example.com:2222", "[::1]:2200", ""}) {
+					t.Errorf("ssh_address = %q", got)
+				}
+			},
+		},
+		{
+			name: "fail/services/ssh-address",
+			file: lines(oneUser, oneOrg, "services:",
+				"  - {id: a, org: acme, ssh_address: gw.example.com}",
+				"  - {id: b, org: acme, ssh_address: ':2222'}",
+				"  - {id: c, org: acme, ssh_address: 'gw.example.com:0'}",
+				"  - {id: d, org: acme, ssh_address: 'gw.example.com:ssh'}",
+				"  - {id: e, org: acme, ssh_address: 'alice@gw.example.com:2222'}",
+			),
+			want: []string{
+				`stepup.yaml:4: services[0].ssh_address: "gw.example.com" is not host:port; want host:port where the service's gateway listens`,
+				`stepup.yaml:5: services[1].ssh_address: ":2222" names no host`,
+				`stepup.yaml:6: services[2].ssh_address: "gw.example.com:0" has no port from 1 to 65535`,
+				`stepup.yaml:7: services[3].ssh_address: "gw.example.com:ssh" has no port from 1 to 65535`,
+				`stepup.yaml:8: services[4].ssh_address: "alice@gw.example.com:2222": "alice@gw.example.com" is not a host name or address`,
+			},
+		},
+		{
+			name: "fail/services/ssh-address-from-env",
+			env:  map[string]string{"STEPUP_SERVICES": `[{"id": "app", "org": "acme", "ssh_address": "gw.example.com"}]`},
+			file: lines(oneUser, oneOrg),
+			want: []string{`STEPUP_SERVICES:1: services[0].ssh_address: "gw.example.com" is not host:port`},
+		},
 
 		// Who may use the API.
 		{
