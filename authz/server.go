@@ -42,6 +42,9 @@ type Config struct {
 	Orgs    []Org
 	// SSOProviders are the upstream providers people can log in through.
 	SSOProviders []SSOProvider
+	// Services are what the SSH gateway protects; members of a service's
+	// organization learn where its gateway listens (routeServices).
+	Services []Service
 
 	// Mailer sends MFA reminders; nil writes them to the log.
 	Mailer   mfa.Mailer
