@@ -117,7 +117,7 @@ func (r *runner) baselines(srs []ScenarioReport) {
 			parts = append([]func() (string, time.Duration){argon}, issue...)
 		case SSH:
 			parts = []func() (string, time.Duration){verify(algs.access), sshCert}
-		case Introspect:
+		case Introspect, Members:
 			parts = []func() (string, time.Duration){verify(algs.access)}
 		}
 		var names []string

@@ -20,11 +20,14 @@ import (
 type browser struct {
 	r      *runner
 	client *http.Client
+	// username is whom the login form is filled in as (Options.Username
+	// unless the login scenario chose another).
+	username string
 }
 
 func (r *runner) newBrowser() *browser {
 	jar, _ := cookiejar.New(nil) // never fails without options
-	return &browser{r: r, client: &http.Client{
+	return &browser{r: r, username: r.o.Username, client: &http.Client{
 		Transport: r.transport, Timeout: r.timeout, Jar: jar,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if req.URL.Host != r.base.Host {
@@ -102,7 +105,7 @@ func (b *browser) login(ctx context.Context) (*oauth2.Token, int, error) {
 		if err != nil {
 			return nil, resp.StatusCode, err
 		}
-		fields.Set("username", b.r.o.Username)
+		fields.Set("username", b.username)
 		fields.Set("password", b.r.o.Password)
 		target, err := resp.Request.URL.Parse(action)
 		if err != nil {

@@ -31,10 +31,14 @@ const (
 	Login             = "login"              // the whole authorization-code login with PKCE, password form included, and the code exchange
 	SSH               = "ssh"                // POST /ssh with a user's access token and a fresh Ed25519 key
 	Introspect        = "introspect"         // POST /oauth2/introspect by the confidential client
+	Members           = "members"            // GET /api/orgs/{org}/members?limit=50 with an owner's or admin's access token
 )
 
+// MembersPage is how many members the members scenario asks for.
+const MembersPage = 50
+
 // Scenarios lists every scenario in the order Run runs them by default.
-var Scenarios = []string{ClientCredentials, Refresh, Login, SSH, Introspect}
+var Scenarios = []string{ClientCredentials, Refresh, Login, SSH, Introspect, Members}
 
 // Outcome kinds: KindOK, "4xx:<status>", KindUnavailable, "5xx:<status>",
 // KindTransport, KindInvalid.
@@ -51,7 +55,8 @@ const (
 
 // Options configure Run. URL is required; so are the credentials the chosen
 // scenarios need (ClientID and ClientSecret for client_credentials and
-// introspect; Username and Password for refresh, login and ssh).
+// introspect; Username and Password for refresh, login, ssh and members;
+// Org for members).
 type Options struct {
 	// URL is the server's base URL, e.g. http://127.0.0.1:8080.
 	URL string
@@ -73,6 +78,14 @@ type Options struct {
 	RedirectURI string
 	// Username and Password of a person without MFA.
 	Username, Password string
+	// LoginUsername, if set, names the person of each login of the login
+	// scenario (with Password), for example one drawn at random from many
+	// seeded people; it is called from the workers concurrently. The other
+	// scenarios, and the login scenario when it is nil, use Username.
+	LoginUsername func() string
+	// Org is the organization whose first page of members the members
+	// scenario lists; Username must be one of its owners or admins.
+	Org string
 
 	// HTTPClient's Transport and Timeout are used for every request
 	// (default: a transport keeping Concurrency idle connections per host,
@@ -197,12 +210,13 @@ func Run(ctx context.Context, o Options) (Report, error) {
 }
 
 // needs says which credentials each scenario needs.
-var needs = map[string]struct{ client, user bool }{
+var needs = map[string]struct{ client, user, org bool }{
 	ClientCredentials: {client: true},
 	Introspect:        {client: true},
 	Refresh:           {user: true},
 	Login:             {user: true},
 	SSH:               {user: true},
+	Members:           {user: true, org: true},
 }
 
 type runner struct {
@@ -251,6 +265,8 @@ func newRunner(o Options) (*runner, error) {
 			missing = append(missing, s+" needs a confidential client's id and secret")
 		case n.user && (o.Username == "" || o.Password == ""):
 			missing = append(missing, s+" needs a username and password")
+		case n.org && o.Org == "":
+			missing = append(missing, s+" needs an organization whose owner or admin the user is")
 		}
 	}
 	if len(missing) > 0 {
@@ -302,6 +318,8 @@ func (r *runner) newWorker(name string) worker {
 		return &sshWorker{r: r}
 	case Introspect:
 		return &introspectWorker{r: r}
+	case Members:
+		return &membersWorker{r: r}
 	}
 	panic("unknown scenario " + name)
 }

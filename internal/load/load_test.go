@@ -20,6 +20,7 @@ import (
 const (
 	svcID, svcSecret = "svc", "svc-secret-0123456789abcdef0123456789"
 	username, pw     = "alice", "alice-password-1"
+	orgID            = "acme"
 )
 
 // startServer runs a real Stepup server (memory store) on loopback.
@@ -38,12 +39,13 @@ func startServer(t *testing.T) string {
 				ResponseTypes: []string{"code"}, TokenEndpointAuthMethod: "client_secret_basic"},
 		},
 		Users:  []authz.User{{ID: "u_alice", Username: username, Email: "alice@example.com", PasswordHash: hash}},
+		Orgs:   []authz.Org{{ID: orgID, Name: "ACME", Members: []authz.Member{{UserID: "u_alice", Role: "owner"}}}},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 }
 
 func options(url string) load.Options {
-	return load.Options{URL: url, Concurrency: 2, ClientID: svcID, ClientSecret: svcSecret, Username: username, Password: pw}
+	return load.Options{URL: url, Concurrency: 2, ClientID: svcID, ClientSecret: svcSecret, Username: username, Password: pw, Org: orgID}
 }
 
 // TestEveryScenarioSucceeds runs each scenario against a real server and
@@ -201,6 +203,7 @@ func TestOptionsAreChecked(t *testing.T) {
 		{URL: "http://127.0.0.1:1", Scenarios: []string{"nope"}},
 		{URL: "http://127.0.0.1:1", Scenarios: []string{load.Introspect}},
 		{URL: "http://127.0.0.1:1", Scenarios: []string{load.SSH}, ClientID: "x", ClientSecret: "y"},
+		{URL: "http://127.0.0.1:1", Scenarios: []string{load.Members}, Username: "a", Password: "b"}, // no Org
 	} {
 		if _, err := load.Run(context.Background(), o); err == nil {
 			t.Errorf("Run(%+v) = nil error", o)

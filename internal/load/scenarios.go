@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
@@ -118,6 +119,9 @@ func (w *loginWorker) setup(context.Context) error { return nil }
 
 func (w *loginWorker) do(ctx context.Context, sw *stopwatch) (int, bool, error) {
 	b := w.r.newBrowser() // a new browser each time: no session, so the whole login
+	if w.r.o.LoginUsername != nil {
+		b.username = w.r.o.LoginUsername()
+	}
 	sw.start()
 	tok, status, err := b.login(ctx)
 	sw.stop()
@@ -231,6 +235,59 @@ func (w *introspectWorker) do(ctx context.Context, sw *stopwatch) (int, bool, er
 	case !out.Active:
 		// The token is gone (the store lost or revoked it): get another.
 		return resp.StatusCode, true, invalidf("POST /oauth2/introspect: the token is not active")
+	}
+	return resp.StatusCode, false, nil
+}
+
+type membersWorker struct {
+	r      *runner
+	client *http.Client
+	access string
+	url    string
+}
+
+func (w *membersWorker) setup(ctx context.Context) error {
+	w.client = w.r.httpClient()
+	w.url = w.r.endpoint("/api/orgs/" + url.PathEscape(w.r.o.Org) + "/members?limit=" + strconv.Itoa(MembersPage))
+	tok, err := w.r.userToken(ctx)
+	if err != nil {
+		return err
+	}
+	w.r.sawTokens(tok)
+	w.access = tok.AccessToken
+	return nil
+}
+
+func (w *membersWorker) do(ctx context.Context, sw *stopwatch) (int, bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.url, nil)
+	if err != nil {
+		return 0, false, err
+	}
+	req.Header.Set("Authorization", "Bearer "+w.access)
+	sw.start()
+	resp, err := w.client.Do(req)
+	if err != nil {
+		return 0, false, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		// 401: the token expired or was revoked; get another. A 403 or
+		// 404 (not an owner or admin, no such organization) stays.
+		return resp.StatusCode, resp.StatusCode == http.StatusUnauthorized, pageError(resp)
+	}
+	var out struct {
+		Members []struct {
+			ID string `json:"id"`
+		} `json:"members"`
+	}
+	err = json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&out)
+	drain(resp)
+	sw.stop()
+	switch {
+	case err != nil:
+		return resp.StatusCode, false, invalidf("GET /api/orgs/%s/members: %v", w.r.o.Org, err)
+	case len(out.Members) == 0 || len(out.Members) > MembersPage:
+		// The caller is a member: a page is never empty.
+		return resp.StatusCode, false, invalidf("GET /api/orgs/%s/members?limit=%d answered %d members", w.r.o.Org, MembersPage, len(out.Members))
 	}
 	return resp.StatusCode, false, nil
 }
