@@ -11,10 +11,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
@@ -46,26 +49,20 @@ func (a *App) sshCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if host == "" {
-				host = srv.cfg.SSHHost
-			}
-			if host == "" {
-				host = srv.domain()
-			}
 			if port < 0 || port > 65535 {
 				return usageError(cmd, fmt.Sprintf("--port takes a port number from 1 to 65535, not %d", port))
+			}
+			if host == "" {
+				host = srv.cfg.SSHHost
 			}
 			if port == 0 {
 				port = srv.cfg.SSHPort
 			}
-			if port == 0 {
-				port = gatewayPort(cmd.Context(), sshDest(args[0], host))
-			}
 			return a.runSSH(cmd.Context(), g, srv, host, port, args[0], args[1:])
 		},
 	}
-	cmd.Flags().StringVar(&host, "host", "", "SSH gateway host (default: config ssh_host, then the server's host)")
-	cmd.Flags().IntVar(&port, "port", 0, fmt.Sprintf("SSH gateway port (default: config ssh_port, then a Port your ssh config sets for the host, then %d)", DefaultGatewayPort))
+	cmd.Flags().StringVar(&host, "host", "", "SSH gateway host (default: config ssh_host, then the gateway address the server gives for the service, then the server's host)")
+	cmd.Flags().IntVar(&port, "port", 0, fmt.Sprintf("SSH gateway port (default: config ssh_port, then the port of the server's gateway address for the service, then a Port your ssh config sets for the host, then %d)", DefaultGatewayPort))
 	noBrowserFlag(cmd, g)
 	return cmd
 }
@@ -78,6 +75,7 @@ func (a *App) runSSH(ctx context.Context, g *globals, srv *server, host string, 
 	if _, _, err := a.ensureCert(ctx, g, srv, false, false); err != nil {
 		return err
 	}
+	host, port = a.gatewayAddress(ctx, srv, service, host, port)
 	retried := false
 	for {
 		code, stderr, err := a.execSSH(ctx, s, host, port, service, remote)
@@ -115,6 +113,63 @@ func (a *App) runSSH(ctx context.Context, g *globals, srv *server, host string, 
 			return err
 		}
 	}
+}
+
+// serviceLookupTimeout bounds asking the server where a service's gateway
+// listens: ssh goes ahead on the defaults rather than wait longer.
+const serviceLookupTimeout = 3 * time.Second
+
+// gatewayAddress fills in what --host and --port (or ssh_host and
+// ssh_port) left open. Where no host was chosen, the server's address for
+// the service's gateway (GET /api/services/{service}) gives the host and,
+// unless one was chosen, the port. Else the host is the server's and the
+// port is gatewayPort's. A host that was chosen keeps the person's own ssh
+// configuration for it in charge, so the server is not asked.
+func (a *App) gatewayAddress(ctx context.Context, srv *server, service, host string, port int) (string, int) {
+	if host == "" {
+		if h, p, ok := a.serviceAddress(ctx, srv, service); ok {
+			host = h
+			if port == 0 {
+				port = p
+			}
+		}
+	}
+	if host == "" {
+		host = srv.domain()
+	}
+	if port == 0 {
+		port = gatewayPort(ctx, sshDest(service, host))
+	}
+	return host, port
+}
+
+// serviceAddress asks the server where the service's gateway listens. An
+// older server (404), a service without an address, a slow or unreachable
+// server or a malformed answer all mean "not known": ok is false, and
+// nothing is said, since ssh still has its defaults to try.
+func (a *App) serviceAddress(ctx context.Context, srv *server, service string) (host string, port int, ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, serviceLookupTimeout)
+	defer cancel()
+	status, body, _, err := a.callAPI(ctx, srv, http.MethodGet, "/api/services/"+url.PathEscape(service), "")
+	if err != nil || status != http.StatusOK {
+		return "", 0, false
+	}
+	var v struct {
+		SSHAddress string `json:"ssh_address"`
+	}
+	if json.Unmarshal(body, &v) != nil || v.SSHAddress == "" {
+		return "", 0, false
+	}
+	h, p, err := net.SplitHostPort(v.SSHAddress)
+	if err != nil {
+		return "", 0, false
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	// ssh would read a host that starts with "-" as an option.
+	if err != nil || n == 0 || h == "" || strings.HasPrefix(h, "-") || strings.ContainsAny(h, " \t\r\n@/") {
+		return "", 0, false
+	}
+	return h, int(n), true
 }
 
 // gatewayPort is the port to give ssh when neither --port nor ssh_port
