@@ -93,7 +93,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("stepupd "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.BoolVar(&o.dev, "dev", false, "development mode: in-memory store, generated keys, a seeded demo user and CLI client")
+	fs.BoolVar(&o.dev, "dev", false, "development mode: in-memory store, generated keys, seeded demo users, organizations, clients and a gateway-protected service")
 	fs.StringVar(&o.configPath, "config", "", "YAML config `file`; every key can also be set with STEPUP_* environment variables")
 	fs.StringVar(&o.addr, "addr", "", "listen address (default 127.0.0.1:8080)")
 	fs.StringVar(&o.issuer, "issuer", "", "public base URL of the server (default http://<addr>)")
@@ -101,7 +101,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (options, error) {
 }
 
 // loadConfig reads the file and environment, applies flags, and in dev mode
-// seeds the demo organization, user and client.
+// seeds the demo (see seedDemo).
 func loadConfig(o options, stdout io.Writer) (*config.Config, *demo, error) {
 	if !o.dev && o.configPath == "" {
 		if _, ok := os.LookupEnv("STEPUP_ISSUER"); !ok {
@@ -310,6 +310,9 @@ func serverConfig(cfg *config.Config, st storeCloser, log *slog.Logger) (authz.C
 			org.Members = append(org.Members, authz.Member{UserID: m.User, Role: m.Role})
 		}
 		c.Orgs = append(c.Orgs, org)
+	}
+	for _, sv := range cfg.Services {
+		c.Services = append(c.Services, authz.Service{ID: sv.ID, Org: sv.Org, SSHAddress: sv.SSHAddress})
 	}
 	return c, nil
 }
