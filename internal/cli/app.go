@@ -186,6 +186,7 @@ func (a *App) rootCmd() *cobra.Command {
 		a.orgMembersCmd(g), a.orgRoleCmd(g), a.orgRemoveCmd(g), a.orgLeaveCmd(g),
 		a.orgInviteCmd(g), a.invitationsCmd(g), a.invitationsResendCmd(g), a.invitationsRevokeCmd(g),
 	)
+	root.AddCommand(a.adminUsersCmd(g), a.adminDisableCmd(g), a.adminEnableCmd(g))
 	return root
 }
 
