@@ -10,8 +10,9 @@ import (
 
 // Legend explains the columns WriteText prints.
 const Legend = `  op       one token request (client_credentials, refresh), one POST /ssh, one POST /oauth2/introspect,
-           one GET /api/orgs/{org}/members?limit=50 (members); for login the whole login: GET /oauth2/authorize, the login page, POST /login with the CSRF
-           token, the redirect to the loopback callback (read, never followed), the code exchange.
+           one GET /api/orgs/{org}/members?limit=50 (members); for login the whole login: GET
+           /oauth2/authorize, the login page, POST /login with the CSRF token, the redirect to the
+           loopback callback (read, never followed), the code exchange.
   ok/s     successful ops per second. p50 … max: latency of the successful ops.
   raw      the cryptography the server cannot avoid for one op (listed below the table), timed in this
            process one operation at a time on one core, with the server's libraries and parameters.
