@@ -70,7 +70,8 @@ func (a *App) callAPIWithStepUp(ctx context.Context, g *globals, srv *server, me
 		return 0, nil, a.stepUpNeeded(ch.AMR, ch.MaxAge)
 	}
 	fmt.Fprintf(a.Stderr, "The server requires more authentication (%s); logging in again.\n", strings.Join(ch.AMR, " "))
-	if err := a.login(ctx, srv, loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge, noBrowser: g.noBrowser, report: a.Stderr}); err != nil {
+	o := loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge, noBrowser: g.noBrowser, report: a.Stderr, org: orgOfPath(path)}
+	if err := a.login(ctx, srv, o); err != nil {
 		return 0, nil, err
 	}
 	if status, body, ch, err = a.callAPI(ctx, srv, method, path, data); err != nil {
@@ -124,4 +125,16 @@ func (a *App) callAPI(ctx context.Context, srv *server, method, path, data strin
 		}
 	}
 	return resp.StatusCode, raw, nil, nil
+}
+
+// orgOfPath is the organization an API path is about, if any, so that the
+// login pages can say whose requirement a step-up meets.
+func orgOfPath(path string) string {
+	rest, ok := strings.CutPrefix(path, "/api/orgs/")
+	if !ok {
+		return ""
+	}
+	org, _, _ := strings.Cut(rest, "/")
+	org, _, _ = strings.Cut(org, "?")
+	return org
 }

@@ -23,10 +23,13 @@ import (
 // browserLogin is one authorization-code login through the person's
 // browser, returning to a loopback listener (RFC 8252) with PKCE.
 type browserLogin struct {
-	srv       *server
-	app       *App
-	amr       []string
-	maxAge    int
+	srv    *server
+	app    *App
+	amr    []string
+	maxAge int
+	// org is the organization whose requirement the login meets; the
+	// server names it on its pages.
+	org       string
 	noBrowser bool
 	// port is the loopback port to come back to; 0 picks a free one.
 	port    int
@@ -68,6 +71,9 @@ func (b *browserLogin) run(ctx context.Context) (*oauth2.Token, error) {
 	}
 	if b.maxAge > 0 {
 		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.Itoa(b.maxAge)))
+	}
+	if b.org != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("acr_values", "urn:stepup:org:"+b.org))
 	}
 	authURL := cfg.AuthCodeURL(state, opts...)
 

@@ -162,6 +162,15 @@ func TestNoBrowserOnCommandsThatLogIn(t *testing.T) {
 			if got, want := u.Query().Get("amr"), map[bool]string{true: "mfa", false: ""}[c.stepUp]; got != want {
 				t.Errorf("the URL asks for amr %q, want %q: %s", got, want, u)
 			}
+			// A step-up for an organization's API names it, so that the
+			// login pages can say whose requirement it is.
+			wantACR := ""
+			if c.stepUp && strings.HasPrefix(c.args[0], "org:") || c.args[0] == "api" {
+				wantACR = "urn:stepup:org:acme"
+			}
+			if got := u.Query().Get("acr_values"); got != wantACR {
+				t.Errorf("the URL has acr_values %q, want %q: %s", got, wantACR, u)
+			}
 			if !strings.Contains(p.stderr(), "Open this URL in a browser to log in:\n") {
 				t.Errorf("stderr:\n%s", p.stderr())
 			}

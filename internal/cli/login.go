@@ -16,9 +16,11 @@ import (
 // loginOptions are what a login asks of the server; step-up reuses them
 // with the methods a resource server demanded.
 type loginOptions struct {
-	force     bool
-	methods   []string
-	maxAge    int
+	force   bool
+	methods []string
+	maxAge  int
+	// org is the organization a step-up is for (acr_values), when known.
+	org       string
 	noBrowser bool
 	port      int
 	timeout   time.Duration
@@ -95,7 +97,7 @@ func (a *App) login(ctx context.Context, srv *server, o loginOptions) error {
 		o.port = srv.cfg.LoginPort
 	}
 	bl := &browserLogin{
-		srv: srv, app: a, amr: o.methods, maxAge: o.maxAge,
+		srv: srv, app: a, amr: o.methods, maxAge: o.maxAge, org: o.org,
 		noBrowser: o.noBrowser, port: o.port, timeout: o.timeout, open: a.OpenURL, out: a.Stderr,
 	}
 	tok, err := bl.run(ctx)

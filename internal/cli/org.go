@@ -286,6 +286,8 @@ func skipReason(reason string) string {
 		return "has no email address"
 	case "delivery_failed":
 		return "the email could not be delivered; try again later"
+	case "self":
+		return "that is you: set up MFA at your account's security page"
 	}
 	return strings.ReplaceAll(reason, "_", " ")
 }
