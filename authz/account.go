@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"html/template"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/stepup-dev/stepup/tokens"
 )
@@ -12,7 +14,10 @@ import (
 // setup), setting up (QR code, secret, code field), on (regenerate
 // recovery codes, turn off), and the recovery codes shown once.
 type securityPage struct {
+	frame
 	Title, Error, Notice, CSRF string
+	// Why says what sent the person here, when something did.
+	Why string
 	// Challenge is a pending authorization that sent the person here to
 	// enroll; Continue resumes it.
 	Challenge, Continue string
@@ -28,6 +33,11 @@ type securityPage struct {
 	OTPAuthURL string
 
 	Codes []string
+	// CodesFile is the codes as a text file, for the download link.
+	CodesFile template.URL
+	// RequiredBy are the person's organizations that require MFA, which
+	// turning it off would lock them out of.
+	RequiredBy []string
 }
 
 // account returns the signed-in person for one of our pages, or sends the
@@ -70,13 +80,30 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request, path string) (*
 // securityState fills the page from the store.
 func (s *Server) securityState(w http.ResponseWriter, r *http.Request, u *User, page *securityPage) bool {
 	ctx := r.Context()
-	page.Title, page.Username, page.CSRF = "Account security", u.Username, s.csrfToken(w, r)
+	orgs, err := s.myOrgs(ctx, u)
+	if err != nil {
+		s.authorizeError(w, nil, err)
+		return false
+	}
+	page.Nav = s.navFor(w, r, u, "profile", orgs)
+	page.Nav.Tabs = profileTabs("security")
+	page.Title, page.Username, page.CSRF = "My profile", u.Username, page.Nav.CSRF
+	for _, o := range orgs {
+		if o.org.MFARequired {
+			page.RequiredBy = append(page.RequiredBy, o.org.Name)
+		}
+	}
+	if len(page.Codes) > 0 {
+		page.CodesFile = template.URL("data:text/plain;charset=utf-8," + url.PathEscape(
+			"Stepup recovery codes for "+u.Username+" ("+s.cfg.Issuer+")\r\nEach code works once.\r\n\r\n"+strings.Join(page.Codes, "\r\n")+"\r\n"))
+	}
 	if c := r.FormValue("challenge"); c != "" {
 		if p, err := s.loadPending(ctx, c); err == nil {
 			page.Challenge, page.Continue = c, "/oauth2/authorize?resume="+c
 			if p.Return != "" {
 				page.Continue = p.Return
 			}
+			page.Why = s.stepWhy(ctx, p, u)
 		}
 	}
 	e, err := s.mfa.get(ctx, u.ID)

@@ -81,22 +81,25 @@ func (s *Server) adminUpdateUser(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", `Send {"disabled": true} or {"disabled": false}.`)
 		return
 	}
-	id := r.PathValue("user")
-	if id == c.user.ID && *body.Disabled {
+	// The path names a person by id, or failing that by username; who it
+	// is is settled before the self check, so a username cannot slip by it.
+	ref := r.PathValue("user")
+	target, err := s.people.User(r.Context(), ref) // disabled or not
+	if errors.Is(err, directory.ErrNotFound) {
+		target, err = s.people.ByUsername(r.Context(), ref)
+	}
+	var u *User
+	switch {
+	case err != nil:
+	case target.ID == c.user.ID && *body.Disabled:
 		writeError(w, http.StatusConflict, "self", "You cannot disable your own account.")
 		return
-	}
-	u, err := s.people.UpdateUser(r.Context(), id, func(u *User) error { u.Disabled = *body.Disabled; return nil })
-	if errors.Is(err, directory.ErrNotFound) {
-		// An id, or failing that a username.
-		var byName *User
-		if byName, err = s.people.ByUsername(r.Context(), id); err == nil {
-			u, err = s.people.UpdateUser(r.Context(), byName.ID, func(u *User) error { u.Disabled = *body.Disabled; return nil })
-		}
+	default:
+		u, err = s.people.UpdateUser(r.Context(), target.ID, func(u *User) error { u.Disabled = *body.Disabled; return nil })
 	}
 	switch {
 	case errors.Is(err, directory.ErrNotFound):
-		writeError(w, http.StatusNotFound, "not_found", "There is no person "+truncate(id, 64)+".")
+		writeError(w, http.StatusNotFound, "not_found", "There is no person "+truncate(ref, 64)+".")
 		return
 	case err != nil:
 		s.storeOrInternal(w, err)

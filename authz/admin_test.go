@@ -30,8 +30,10 @@ func TestDisablingAPerson(t *testing.T) {
 	if status != 200 || len(list["users"].([]any)) != 2 || list["next"] == nil {
 		t.Fatalf("the first page of people: %d %v", status, list)
 	}
-	if status, _, body := call(t, "PATCH", ts.Issuer+"/api/admin/users/u_alice", alice.AccessToken, map[string]any{"disabled": true}); status != 409 {
-		t.Fatalf("disabling oneself: %d %v", status, body)
+	for _, self := range []string{"u_alice", "alice", "ALICE"} {
+		if status, _, body := call(t, "PATCH", ts.Issuer+"/api/admin/users/"+self, alice.AccessToken, map[string]any{"disabled": true}); status != 409 {
+			t.Fatalf("disabling oneself as %s: %d %v", self, status, body)
+		}
 	}
 	if status, _, body := call(t, "PATCH", ts.Issuer+"/api/admin/users/dave", alice.AccessToken, map[string]any{"disabled": true}); status != 200 || body["disabled"] != true {
 		t.Fatalf("disabling dave: %d %v", status, body)

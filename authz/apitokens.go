@@ -100,7 +100,7 @@ func (s *Server) createAPIToken(w http.ResponseWriter, r *http.Request) {
 	ttl := s.cfg.APITokenTTL
 	if body.ExpiresIn != nil {
 		if *body.ExpiresIn < 60 || *body.ExpiresIn > int64(ttl/time.Second) {
-			writeError(w, http.StatusBadRequest, "invalid_request", "expires_in must be between 60 seconds and "+humanDuration(ttl)+".")
+			writeError(w, http.StatusBadRequest, "invalid_request", "expires_in must be between 60 seconds and "+tokens.HumanDuration(ttl)+".")
 			return
 		}
 		ttl = time.Duration(*body.ExpiresIn) * time.Second

@@ -32,6 +32,9 @@ type pendingAuthorization struct {
 	// Return, instead of Form, is a page of ours to go back to once the
 	// person has logged in (an account page).
 	Return string `json:"return,omitempty"`
+	// Org is the organization whose page sent the person here, so that the
+	// pages on the way can say what it requires.
+	Org string `json:"org,omitempty"`
 }
 
 const (

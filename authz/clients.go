@@ -14,6 +14,8 @@ import (
 // Client is an OAuth client from the config file.
 type Client struct {
 	ID string
+	// Name is what pages call the client; the id when empty.
+	Name string
 	// SecretHash is the hex SHA-256 of a confidential client's secret. Client
 	// secrets are random 256-bit values, so a fast hash is as safe as a slow
 	// one and keeps the token endpoint from spending 200 ms per request on

@@ -13,6 +13,7 @@ import (
 	"github.com/stepup-dev/stepup/authz/directory"
 	"github.com/stepup-dev/stepup/authz/storage"
 	"github.com/stepup-dev/stepup/internal/email"
+	"github.com/stepup-dev/stepup/tokens"
 )
 
 // Changing one's email: the new address gets a link, and only opening it
@@ -51,7 +52,7 @@ func (s *Server) startEmailChange(ctx context.Context, u *User, raw string) (str
 		return "", err
 	}
 	if n > maxResetsPer {
-		return "", errShow("Too many changes were asked for. Wait " + humanDuration(resetWindow) + " and try again.")
+		return "", errShow("Too many changes were asked for. Wait " + tokens.HumanDuration(resetWindow) + " and try again.")
 	}
 	secret := randomString(32)
 	data, _ := json.Marshal(emailChange{UserID: u.ID, Email: addr.Address})

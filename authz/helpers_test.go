@@ -69,7 +69,7 @@ func baseConfig(store storage.Store, now func() time.Time) authz.Config {
 		Store:  store,
 		Secret: "test-secret-0123456789abcdef",
 		Clients: []authz.Client{
-			{ID: cliClient, Public: true, RedirectURIs: []string{"http://127.0.0.1/callback"},
+			{ID: cliClient, Name: "Stepup CLI", Public: true, RedirectURIs: []string{"http://127.0.0.1/callback"},
 				GrantTypes: []string{"authorization_code", "refresh_token", "api_token"}, ResponseTypes: []string{"code"},
 				Scopes: []string{"openid", "offline_access", "profile", "email"}, TokenEndpointAuthMethod: "none"},
 			{ID: webClient, SecretHash: authz.HashClientSecret(webSecret), RedirectURIs: []string{"https://console.example.com/callback"},

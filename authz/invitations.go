@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/mail"
 	"regexp"
 	"slices"
 	"strings"
@@ -70,7 +69,6 @@ func (i *invitation) view() invitationView {
 
 // invite is POST /api/orgs/{org}/invitations {"email", "role"}.
 func (s *Server) invite(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	q, ok := s.orgCaller(w, r, useManage)
 	if !ok {
 		return
@@ -85,37 +83,16 @@ func (s *Server) invite(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", `Send {"email": "…", "role": "member"} (or "admin", "owner").`)
 		return
 	}
-	addr, err := mail.ParseAddress(body.Email)
-	if err != nil || addr.Address != strings.TrimSpace(body.Email) || len(addr.Address) > 254 {
-		writeError(w, http.StatusBadRequest, "invalid_request", "The email must be a plain address like bob@example.com.")
-		return
-	}
-	if body.Role == "" {
-		body.Role = directory.RoleMember
-	}
-	if !directory.ValidRole(body.Role) {
-		writeError(w, http.StatusBadRequest, "invalid_request", `The role must be "owner", "admin" or "member".`)
-		return
-	}
-	if why := mayManage(q.role, "", body.Role); why != "" {
-		writeError(w, http.StatusForbidden, "access_denied", why)
-		return
-	}
-	inv, link, err := s.createInvitation(ctx, q, addr.Address, body.Role)
+	inv, err := s.inviteMember(r.Context(), q, body.Email, body.Role)
 	switch {
-	case errors.Is(err, errTooManyInvitations):
-		writeError(w, http.StatusConflict, "too_many_invitations", "The organization has 1000 open invitations; revoke some first.")
-		return
-	case err != nil:
-		s.storeOrInternal(w, err)
-		return
-	}
-	if err := s.sendInvitation(ctx, q, inv, link); err != nil {
+	case errors.Is(err, errNotDelivered):
 		writeError(w, http.StatusBadGateway, "delivery_failed",
 			"The invitation was made but its email could not be sent; resend it later (POST …/invitations/"+inv.ID+"/resend).")
-		return
+	case err != nil:
+		s.answerAPI(w, err)
+	default:
+		writeJSON(w, http.StatusCreated, inv.view())
 	}
-	writeJSON(w, http.StatusCreated, inv.view())
 }
 
 var errTooManyInvitations = errors.New("too many invitations")
@@ -252,69 +229,34 @@ func (s *Server) openInvitations(ctx context.Context, org string) ([]*invitation
 	return out, nil
 }
 
-// orgInvitation is the invitation the path names, of this organization,
-// for an owner or admin; it answers a refusal itself.
-func (s *Server) orgInvitation(w http.ResponseWriter, r *http.Request) (*orgRequest, *invitation, bool) {
-	q, ok := s.orgCaller(w, r, useManage)
-	if !ok || !q.admin(w) {
-		return nil, nil, false
-	}
-	inv, err := s.loadInvitation(r.Context(), r.PathValue("id"))
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && inv.Org != q.org.ID) {
-		writeError(w, http.StatusNotFound, "not_found", "There is no open invitation with that id; it may have been accepted, revoked or have expired.")
-		return nil, nil, false
-	}
-	if err != nil {
-		s.storeOrInternal(w, err)
-		return nil, nil, false
-	}
-	if why := mayManage(q.role, "", inv.Role); why != "" {
-		writeError(w, http.StatusForbidden, "access_denied", why)
-		return nil, nil, false
-	}
-	return q, inv, true
-}
-
 // resendInvitation is POST …/invitations/{id}/resend: a new link (the old
 // one stops working) and a new week.
 func (s *Server) resendInvitation(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	q, inv, ok := s.orgInvitation(w, r)
+	q, ok := s.orgCaller(w, r, useManage)
 	if !ok {
 		return
 	}
-	old := inv.Digest
-	secret := randomString(32)
-	inv.Digest, inv.Expires = s.invitationDigest(secret), s.cfg.Now().UTC().Add(invitationTTL)
-	if err := s.store.Put(ctx, invitationTokenNS, inv.Digest, []byte(inv.ID), invitationTTL); err != nil {
-		s.storeOrInternal(w, err)
-		return
-	}
-	if err := s.putInvitation(ctx, inv); err != nil {
-		s.storeOrInternal(w, err)
-		return
-	}
-	_ = s.store.Delete(ctx, invitationTokenNS, old) // else it dies with its invitation's digest check
-	s.auditOrLog(ctx, q.org.ID, q.user.ID, "invitation.resend", map[string]any{"id": inv.ID, "email": inv.Email})
-	if err := s.sendInvitation(ctx, q, inv, s.cfg.Issuer+"/invite/"+invitationPrefix+secret); err != nil {
+	inv, err := s.reissueInvitation(r.Context(), q, r.PathValue("id"))
+	switch {
+	case errors.Is(err, errNotDelivered):
 		writeError(w, http.StatusBadGateway, "delivery_failed", "The email could not be sent; try again later.")
-		return
+	case err != nil:
+		s.answerAPI(w, err)
+	default:
+		writeJSON(w, http.StatusOK, inv.view())
 	}
-	writeJSON(w, http.StatusOK, inv.view())
 }
 
 // revokeInvitation is DELETE …/invitations/{id}.
 func (s *Server) revokeInvitation(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	q, inv, ok := s.orgInvitation(w, r)
+	q, ok := s.orgCaller(w, r, useManage)
 	if !ok {
 		return
 	}
-	if err := s.dropInvitation(ctx, inv); err != nil {
-		s.storeOrInternal(w, err)
+	if _, err := s.withdrawInvitation(r.Context(), q, r.PathValue("id")); err != nil {
+		s.answerAPI(w, err)
 		return
 	}
-	s.auditOrLog(ctx, q.org.ID, q.user.ID, "invitation.revoke", map[string]any{"id": inv.ID, "email": inv.Email})
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -33,7 +34,7 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 	}
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
 	s.render(w, s.pages.login, http.StatusOK, loginPage{
-		Title: "Sign in", Client: p.Form.Get("client_id"), CSRF: s.csrfToken(w, r), Challenge: challenge,
+		Title: "Sign in", Client: s.clientName(p.Form.Get("client_id")), CSRF: s.csrfToken(w, r), Challenge: challenge,
 		SSO: s.ssoLinks(challenge),
 	})
 }
@@ -52,7 +53,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
 	username, password := strings.TrimSpace(r.PostFormValue("username")), r.PostFormValue("password")
-	page := loginPage{Title: "Sign in", Client: p.Form.Get("client_id"), Username: username, CSRF: s.csrfToken(w, r),
+	page := loginPage{Title: "Sign in", Client: s.clientName(p.Form.Get("client_id")), Username: username, CSRF: s.csrfToken(w, r),
 		Challenge: challenge, SSO: s.ssoLinks(challenge)}
 	if username == "" || password == "" || len(username) > maxCredentialLen || len(password) > maxCredentialLen {
 		page.Error = "Enter your username and password."
@@ -121,7 +122,7 @@ func (s *Server) continueLogin(w http.ResponseWriter, r *http.Request, challenge
 }
 
 type otpPage struct {
-	Title, Error, CSRF, Challenge string
+	Title, Why, Error, CSRF, Challenge string
 }
 
 // otpForm asks for the second factor of a person who has logged in with a
@@ -142,7 +143,8 @@ func (s *Server) otpForm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
-	s.render(w, s.pages.otp, http.StatusOK, otpPage{Title: "Two-factor authentication", CSRF: s.csrfToken(w, r), Challenge: challenge})
+	s.render(w, s.pages.otp, http.StatusOK, otpPage{Title: "Two-factor authentication", CSRF: s.csrfToken(w, r), Challenge: challenge,
+		Why: s.stepWhy(r.Context(), p, &User{ID: ls.UserID})})
 }
 
 func (s *Server) otpSubmit(w http.ResponseWriter, r *http.Request) {
@@ -165,7 +167,8 @@ func (s *Server) otpSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
-	page := otpPage{Title: "Two-factor authentication", CSRF: s.csrfToken(w, r), Challenge: challenge}
+	page := otpPage{Title: "Two-factor authentication", CSRF: s.csrfToken(w, r), Challenge: challenge,
+		Why: s.stepWhy(ctx, p, &User{ID: ls.UserID})}
 	via, err := s.mfa.verify(ctx, ls.UserID, r.PostFormValue("code"), clientIP(r))
 	if err != nil {
 		if status, msg, ok := codeError(err); ok {
@@ -192,7 +195,7 @@ func codeError(err error) (status int, msg string, ok bool) {
 	var te throttledError
 	switch {
 	case errors.As(err, &te):
-		return http.StatusTooManyRequests, "Too many wrong codes. Try again in " + humanDuration(te.wait) + ".", true
+		return http.StatusTooManyRequests, "Too many wrong codes. Try again in " + tokens.HumanDuration(te.wait) + ".", true
 	case errors.Is(err, errCodeMalformed):
 		return http.StatusBadRequest, "Enter the 6-digit code from your authenticator app, or one of your recovery codes.", true
 	case errors.Is(err, errCodeWrong):
@@ -211,4 +214,64 @@ func clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// clientName is what pages call a client: its configured name, else its id.
+func (s *Server) clientName(id string) string {
+	if c, ok := s.clients.config(id); ok && c.Name != "" {
+		return c.Name
+	}
+	return id
+}
+
+// stepWhy says why a login asks for more than a password, for the pages
+// on the way: "ACME requires multi-factor authentication to continue to
+// Stepup CLI." It is empty when nothing but the person's own settings
+// asks.
+func (s *Server) stepWhy(ctx context.Context, p *pendingAuthorization, u *User) string {
+	to := "the Stepup console"
+	var asked []string
+	orgs := []string{}
+	if p.Org != "" {
+		orgs = append(orgs, p.Org)
+	}
+	if p.Form != nil {
+		to = s.clientName(p.Form.Get("client_id"))
+		asked = strings.Fields(p.Form.Get("amr"))
+		for _, v := range strings.Fields(p.Form.Get("acr_values")) {
+			if id, ok := strings.CutPrefix(v, orgACRPrefix); ok {
+				orgs = append(orgs, id)
+			}
+		}
+	}
+	for _, id := range orgs {
+		// Only an organization the person belongs to is named.
+		o, _, err := s.orgOf(ctx, id, u.ID)
+		if err != nil || o == nil {
+			continue
+		}
+		if words := s.methodWords(securityOf(o).requirements().AMR); words != "" {
+			return o.Name + " requires " + words + " to continue to " + to + "."
+		}
+	}
+	if words := s.methodWords(asked); words != "" {
+		return to + " asks for " + words + "."
+	}
+	return ""
+}
+
+// methodWords names amr values in a sentence.
+func (s *Server) methodWords(amr []string) string {
+	var parts []string
+	for _, m := range amr {
+		switch {
+		case m == tokens.MethodMFA:
+			parts = append(parts, "multi-factor authentication")
+		case m == tokens.MethodOTP:
+			parts = append(parts, "a code from an authenticator app")
+		case strings.HasPrefix(m, tokens.SSOPrefix):
+			parts = append(parts, "single sign-on through "+s.sso.displayName(strings.TrimPrefix(m, tokens.SSOPrefix)))
+		}
+	}
+	return strings.Join(parts, " and ")
 }

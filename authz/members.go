@@ -3,11 +3,9 @@ package authz
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 
 	"github.com/stepup-dev/stepup/authz/directory"
 )
@@ -23,7 +21,6 @@ var orgID = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,62}$`)
 
 // createOrg is POST /api/orgs {"id", "name"}: the caller becomes its owner.
 func (s *Server) createOrg(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	c, ok := s.authenticate(w, r, useManage)
 	if !ok {
 		return
@@ -34,28 +31,14 @@ func (s *Server) createOrg(w http.ResponseWriter, r *http.Request) {
 	}
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil || !orgID.MatchString(body.ID) || len(body.Name) > 100 {
+	if err := dec.Decode(&body); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request",
 			`Send {"id": "…", "name": "…"}: an id of 2 to 63 lower-case letters, digits and '-', starting with a letter or digit, and a name of up to 100 characters.`)
 		return
 	}
-	name := strings.TrimSpace(body.Name)
-	if name == "" {
-		name = body.ID
-	}
-	o := directory.Org{ID: body.ID, Name: name}
-	switch err := s.people.CreateOrg(ctx, o, c.user.ID); {
-	case errors.Is(err, directory.ErrIDTaken):
-		writeError(w, http.StatusConflict, "org_exists", "There is already an organization "+body.ID+"; choose another id.")
-		return
-	case err != nil:
-		s.storeOrInternal(w, err)
-		return
-	}
-	s.auditOrLog(ctx, o.ID, c.user.ID, "org.create", map[string]any{"name": name})
-	created, err := s.people.Org(ctx, o.ID)
+	created, err := s.newOrg(r.Context(), c.user, body.ID, body.Name)
 	if err != nil {
-		s.storeOrInternal(w, err)
+		s.answerAPI(w, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, orgView(created))
@@ -71,36 +54,6 @@ func (s *Server) auditOrLog(ctx context.Context, org, actor, action string, deta
 	if err := s.audit(ctx, org, auditEvent{At: s.cfg.Now().UTC(), Actor: actor, Action: action, Detail: detail}); err != nil {
 		s.log.Error("audit", "org", org, "action", action, "err", err)
 	}
-}
-
-// member finds the member the path names, by id or username; it answers
-// 404 itself.
-func (s *Server) member(w http.ResponseWriter, r *http.Request, q *orgRequest) (*User, string, bool) {
-	ctx := r.Context()
-	ref := r.PathValue("user")
-	u, err := s.user(ctx, ref)
-	if err == nil && u == nil {
-		u, err = s.people.ByUsername(ctx, ref)
-		if errors.Is(err, directory.ErrNotFound) {
-			u, err = nil, nil
-		}
-	}
-	if err != nil {
-		s.storeOrInternal(w, err)
-		return nil, "", false
-	}
-	role := ""
-	if u != nil {
-		if role, err = s.people.Role(ctx, q.org.ID, u.ID); err != nil && !errors.Is(err, directory.ErrNotMember) {
-			s.storeOrInternal(w, err)
-			return nil, "", false
-		}
-	}
-	if role == "" {
-		writeError(w, http.StatusNotFound, "not_found", truncate(ref, 64)+" is not a member of "+q.org.ID+".")
-		return nil, "", false
-	}
-	return u, role, true
 }
 
 // mayManage says whether the caller (role) may change a member from role
@@ -131,18 +84,11 @@ func (s *Server) setMemberRole(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", `Send {"role": "owner"}, "admin" or "member".`)
 		return
 	}
-	u, from, ok := s.member(w, r, q)
-	if !ok {
+	u, _, err := s.changeRole(ctx, q, r.PathValue("user"), body.Role)
+	if err != nil {
+		s.answerAPI(w, err)
 		return
 	}
-	if why := mayManage(q.role, from, body.Role); why != "" {
-		writeError(w, http.StatusForbidden, "access_denied", why)
-		return
-	}
-	if !s.memberChange(w, s.people.SetRole(ctx, q.org.ID, u.ID, body.Role), q.org.ID) {
-		return
-	}
-	s.auditOrLog(ctx, q.org.ID, q.user.ID, "member.role", map[string]any{"user": u.ID, "from": from, "to": body.Role})
 	views, err := s.memberViews(ctx, q.org.ID, []directory.Member{{User: *u, Role: body.Role}})
 	if err != nil {
 		s.storeOrInternal(w, err)
@@ -154,44 +100,15 @@ func (s *Server) setMemberRole(w http.ResponseWriter, r *http.Request) {
 // removeMember is DELETE /api/orgs/{org}/members/{user}; on oneself, it is
 // leaving, which any member may do.
 func (s *Server) removeMember(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	q, ok := s.orgCaller(w, r, useManage)
 	if !ok {
 		return
 	}
-	u, role, ok := s.member(w, r, q)
-	if !ok {
+	if _, err := s.dropMember(r.Context(), q, r.PathValue("user")); err != nil {
+		s.answerAPI(w, err)
 		return
 	}
-	leaving := u.ID == q.user.ID
-	if why := mayManage(q.role, role, ""); why != "" && !leaving {
-		writeError(w, http.StatusForbidden, "access_denied", why)
-		return
-	}
-	if !s.memberChange(w, s.people.RemoveMember(ctx, q.org.ID, u.ID), q.org.ID) {
-		return
-	}
-	action := "member.remove"
-	if leaving {
-		action = "member.leave"
-	}
-	s.auditOrLog(ctx, q.org.ID, q.user.ID, action, map[string]any{"user": u.ID, "role": role})
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// memberChange answers a directory refusal; true when there was none.
-func (s *Server) memberChange(w http.ResponseWriter, err error, org string) bool {
-	switch {
-	case err == nil:
-		return true
-	case errors.Is(err, directory.ErrLastOwner):
-		writeError(w, http.StatusConflict, "last_owner", org+" must keep an owner: make someone else an owner first.")
-	case errors.Is(err, directory.ErrNotMember):
-		writeError(w, http.StatusNotFound, "not_found", "That person is not a member of "+org+" (any more).")
-	default:
-		s.storeOrInternal(w, err)
-	}
-	return false
 }
 
 // pageParams reads the after and limit query parameters of a paged list: ok=false

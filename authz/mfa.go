@@ -13,6 +13,7 @@ import (
 	"github.com/stepup-dev/stepup/authz/storage"
 	"github.com/stepup-dev/stepup/internal/seal"
 	"github.com/stepup-dev/stepup/mfa"
+	"github.com/stepup-dev/stepup/tokens"
 )
 
 // enrollment is a person's authenticator: the TOTP secret (sealed, bound
@@ -128,7 +129,7 @@ var (
 type throttledError struct{ wait time.Duration }
 
 func (e throttledError) Error() string {
-	return "too many wrong codes: try again in " + humanDuration(e.wait)
+	return "too many wrong codes: try again in " + tokens.HumanDuration(e.wait)
 }
 
 // confirmSetup enables MFA if code matches the pending secret, and returns

@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"time"
 )
 
 //go:embed web
@@ -15,12 +16,13 @@ var webFS embed.FS
 
 type pages struct {
 	login, message, otp, security, orgSecurity, invite, password *template.Template
-	css                                                          []byte
+	home, profile, orgGeneral, orgMembers                        *template.Template
+	css, js                                                      []byte
 }
 
 func newPages() (*pages, error) {
 	parse := func(name string) (*template.Template, error) {
-		return template.ParseFS(webFS, "web/layout.html", "web/"+name)
+		return template.New(name).Funcs(template.FuncMap{"navOf": navOf}).ParseFS(webFS, "web/layout.html", "web/"+name)
 	}
 	var p pages
 	var err error
@@ -45,7 +47,18 @@ func newPages() (*pages, error) {
 	if p.password, err = parse("password.html"); err != nil {
 		return nil, err
 	}
+	for _, t := range []struct {
+		into **template.Template
+		name string
+	}{{&p.home, "home.html"}, {&p.profile, "profile.html"}, {&p.orgGeneral, "org_general.html"}, {&p.orgMembers, "org_members.html"}} {
+		if *t.into, err = parse(t.name); err != nil {
+			return nil, err
+		}
+	}
 	if p.css, err = webFS.ReadFile("web/style.css"); err != nil {
+		return nil, err
+	}
+	if p.js, err = webFS.ReadFile("web/console.js"); err != nil {
 		return nil, err
 	}
 	return &p, nil
@@ -55,6 +68,53 @@ func (p *pages) style(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/css; charset=utf-8")
 	w.Header().Set("Cache-Control", "public, max-age=3600")
 	_, _ = w.Write(p.css)
+}
+
+func (p *pages) script(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	_, _ = w.Write(p.js)
+}
+
+// frame is what a console page has around its content: the header's user
+// menu, breadcrumbs and section tabs. Pages of a login in progress have
+// none.
+type frame struct{ Nav *navBar }
+
+func (f frame) navBar() *navBar { return f.Nav }
+
+type navBar struct {
+	Username, Initial, CSRF string
+	Section                 string // "home", "profile" or "org"
+	Orgs                    []navOrg
+	Crumbs                  []link
+	Tabs                    []tab
+}
+
+type navOrg struct{ ID, Name string }
+
+type link struct{ Label, Href string }
+
+type tab struct {
+	Label, Href string
+	Current     bool
+}
+
+// navOf is the template's way to a page's frame, for pages that have one.
+func navOf(page any) *navBar {
+	if f, ok := page.(interface{ navBar() *navBar }); ok {
+		return f.navBar()
+	}
+	return nil
+}
+
+// when is a time as the pages show it: UTC in words, which the script
+// turns into the person's locale and time zone.
+type when struct{ ISO, Text, Full string }
+
+func whenOf(t time.Time) when {
+	t = t.UTC()
+	return when{ISO: t.Format(time.RFC3339), Text: t.Format("2 Jan 2006, 15:04 UTC"), Full: t.Format("Monday 2 January 2006, 15:04:05 UTC")}
 }
 
 // render writes a page, rendering to a buffer first so a template error
@@ -155,5 +215,5 @@ func allowFormTarget(w http.ResponseWriter, redirectURI string) {
 	if isLoopbackHost(u.Hostname()) {
 		origin = u.Scheme + "://" + hostForCSP(u.Hostname()) + ":*"
 	}
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self' "+origin+"; frame-ancestors 'none'; base-uri 'none'")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self' "+origin+"; frame-ancestors 'none'; base-uri 'none'")
 }

@@ -174,7 +174,7 @@ func (s *Server) forgotPost(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if n > maxResetsPer {
-			page.Error = "Too many links were asked for. Wait " + humanDuration(resetWindow) + " and try again."
+			page.Error = "Too many links were asked for. Wait " + tokens.HumanDuration(resetWindow) + " and try again."
 			s.render(w, s.pages.password, http.StatusTooManyRequests, page)
 			return
 		}

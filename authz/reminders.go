@@ -90,7 +90,8 @@ func (s *Server) remindMembers(ctx context.Context, q *orgRequest, ids []string,
 }
 
 // remind sends one member a reminder, or says why not: not_a_member,
-// mfa_enabled, reminded_recently, no_email, delivery_failed.
+// mfa_enabled, reminded_recently, no_email, delivery_failed, or self (a
+// person who wants MFA needs no email about it).
 func (s *Server) remind(ctx context.Context, q *orgRequest, userID string) (string, error) {
 	u, err := s.user(ctx, userID)
 	if err != nil {
@@ -108,6 +109,9 @@ func (s *Server) remind(ctx context.Context, q *orgRequest, userID string) (stri
 		return "", err
 	} else if enrolled {
 		return "mfa_enabled", nil
+	}
+	if userID == q.user.ID {
+		return "self", nil
 	}
 	if u.Email == "" {
 		return "no_email", nil

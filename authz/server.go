@@ -429,6 +429,7 @@ func (s *Server) Route(r Router) {
 	r.Method(http.MethodPost, "/invite/{token}", page(s.acceptInvite))
 	r.Method(http.MethodGet, "/invite/{token}/sign-in", page(s.inviteSignIn))
 	r.Method(http.MethodGet, "/static/style.css", h(s.pages.style))
+	r.Method(http.MethodGet, "/static/console.js", h(s.pages.script))
 	r.Method(http.MethodPost, "/ssh", h(s.sshCertificate))
 	r.Method(http.MethodGet, "/ssh/authority", h(s.sshAuthorities))
 	r.Method(http.MethodGet, "/api/me", h(s.me))

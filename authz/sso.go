@@ -27,7 +27,9 @@ import (
 // through; a login through it adds the factor sso:<ID>.
 type SSOProvider struct {
 	ID, Issuer, ClientID, ClientSecret string
-	Scopes                             []string // default openid email profile
+	// Name is what pages call the provider; the id when empty.
+	Name   string
+	Scopes []string // default openid email profile
 	// TrustUpstreamMFA counts the upstream's own amr "mfa" as ours.
 	TrustUpstreamMFA bool
 	// Subjects maps upstream subjects to local user ids; without an entry,
@@ -52,6 +54,14 @@ type upstreams struct {
 
 	mu        sync.Mutex
 	providers map[string]*oidc.Provider
+}
+
+// displayName is what pages call the provider id; "" for none.
+func (u *upstreams) displayName(id string) string {
+	if p, ok := u.byID[id]; ok && p.Name != "" {
+		return p.Name
+	}
+	return id
 }
 
 func (u *upstreams) ids() []string {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stepup-dev/stepup/authz/storage"
+	"github.com/stepup-dev/stepup/tokens"
 )
 
 // loginThrottle slows password guessing without letting a stranger lock a
@@ -59,7 +60,7 @@ func accountKey(username string) string {
 // the person.
 func (t *loginThrottle) admit(ctx context.Context, r *http.Request, username string, lookup passwordLookup) (string, error) {
 	account, addr := accountKey(username), addressKey(clientIP(r))
-	refused := "Too many failed sign-in attempts. Wait " + humanDuration(t.window) + " and try again."
+	refused := "Too many failed sign-in attempts. Wait " + tokens.HumanDuration(t.window) + " and try again."
 	addrFailures, err := counter(ctx, t.kv, throttleNS, "addr:"+addr)
 	if err != nil || addrFailures >= t.perAddress {
 		return refused, err
@@ -79,7 +80,7 @@ func (t *loginThrottle) admit(ctx context.Context, r *http.Request, username str
 	err = t.kv.Create(ctx, loginSlotNS, account, []byte{1}, slot)
 	if errors.Is(err, storage.ErrAlreadyExists) {
 		return "This account has had many failed sign-ins from elsewhere, so sign-ins to it are slowed down. Wait up to " +
-			humanDuration(slot) + " and try again, or sign in from a browser you have signed in from before.", nil
+			tokens.HumanDuration(slot) + " and try again, or sign in from a browser you have signed in from before.", nil
 	}
 	return "", err
 }

@@ -78,7 +78,7 @@ func (m Requirements) Describe(sep string) string {
 		parts = append(parts, describeMethod(a))
 	}
 	if m.MaxAge != nil {
-		parts = append(parts, fmt.Sprintf("A login within the last %s", time.Duration(*m.MaxAge)*time.Second))
+		parts = append(parts, "A login within the last "+HumanDuration(time.Duration(*m.MaxAge)*time.Second))
 	}
 	return strings.Join(parts, sep)
 }

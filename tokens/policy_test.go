@@ -62,7 +62,7 @@ func TestChallengeFormats(t *testing.T) {
 	if got := fresh.WWWAuthenticate(); got != `Bearer error="insufficient_user_authentication", error_description="Additional authentication is required", max_age="300"` {
 		t.Errorf("max_age header = %s", got)
 	}
-	if b, _ := json.Marshal(fresh.Body()); string(b) != `{"error":"insufficient_user_authentication","error_description":"Additional authentication is required: A login within the last 5m0s","amr":[],"max_age":300}` {
+	if b, _ := json.Marshal(fresh.Body()); string(b) != `{"error":"insufficient_user_authentication","error_description":"Additional authentication is required: A login within the last 5 minutes","amr":[],"max_age":300}` {
 		t.Errorf("max_age body = %s", b)
 	}
 	if got := SSHNoAccess("svc", "bob", "u_bob"); got != "Error: The service doesn't exist or you do not have access to it.\nService: svc\nUser: bob (u_bob)\n" {

@@ -295,6 +295,28 @@ func (d *Directory) Org(ctx context.Context, id string) (*Org, error) {
 	return decode[Org](data)
 }
 
+// Orgs returns the organizations with these ids, nil for those that do
+// not exist, in one round trip.
+func (d *Directory) Orgs(ctx context.Context, ids ...string) ([]*Org, error) {
+	names := make([]string, len(ids))
+	for i, id := range ids {
+		names[i] = orgRec(id)
+	}
+	vals, err := d.rec.GetRecords(ctx, group, names...)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Org, len(ids))
+	for i, v := range vals {
+		if v != nil {
+			if out[i], err = decode[Org](v); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
 // CreateOrg adds o with owner as its first owner, in one step; ErrIDTaken
 // if the id is in use, ErrNotFound if the owner does not exist.
 func (d *Directory) CreateOrg(ctx context.Context, o Org, owner string) error {

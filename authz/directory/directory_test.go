@@ -146,6 +146,9 @@ func TestOrgsAndMembers(t *testing.T) {
 		if _, err := d.Org(ctx, "ghost"); !errors.Is(err, directory.ErrNotFound) {
 			t.Errorf("the refused org exists: %v", err)
 		}
+		if got, err := d.Orgs(ctx, "ghost", "acme"); err != nil || len(got) != 2 || got[0] != nil || got[1] == nil || got[1].Name != "ACME" {
+			t.Errorf("Orgs: %v, %v", got, err)
+		}
 		must(t, d.AddMember(ctx, "acme", "u_bob", directory.RoleAdmin))
 		for _, tc := range []struct {
 			name       string

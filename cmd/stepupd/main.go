@@ -281,7 +281,7 @@ func serverConfig(cfg *config.Config, st storeCloser, log *slog.Logger) (authz.C
 			ID: cl.ID, SecretHash: hash, Public: cl.Public,
 			RedirectURIs: cl.RedirectURIs, PostLogoutRedirectURIs: cl.PostLogoutRedirectURIs,
 			GrantTypes: cl.GrantTypes, ResponseTypes: cl.ResponseTypes, Scopes: cl.Scopes, Audience: cl.Audience,
-			TokenEndpointAuthMethod: cl.TokenEndpointAuthMethod, IDTokenAlg: cl.IDTokenSignedResponseAlg,
+			TokenEndpointAuthMethod: cl.TokenEndpointAuthMethod, IDTokenAlg: cl.IDTokenSignedResponseAlg, Name: cl.Name,
 		})
 	}
 	for _, u := range cfg.Users {
@@ -300,7 +300,7 @@ func serverConfig(cfg *config.Config, st storeCloser, log *slog.Logger) (authz.C
 	for _, p := range cfg.SSOProviders {
 		c.SSOProviders = append(c.SSOProviders, authz.SSOProvider{
 			ID: p.ID, Issuer: p.Issuer, ClientID: p.ClientID, ClientSecret: p.ClientSecret, Scopes: p.Scopes,
-			TrustUpstreamMFA: p.TrustUpstreamMFA, Subjects: p.Subjects, MaxSessionAge: time.Duration(p.MaxSessionAge),
+			Name: p.Name, TrustUpstreamMFA: p.TrustUpstreamMFA, Subjects: p.Subjects, MaxSessionAge: time.Duration(p.MaxSessionAge),
 			AllowedDomains: p.AllowedDomains, JoinOrg: p.JoinOrg, JoinRole: p.JoinRole,
 		})
 	}

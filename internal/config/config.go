@@ -67,7 +67,9 @@ type Config struct {
 
 // Client is an OAuth2 client registered from config.
 type Client struct {
-	ID     string `yaml:"id"`
+	ID string `yaml:"id"`
+	// Name is what pages call the client ("Stepup CLI"); the id otherwise.
+	Name   string `yaml:"name"`
 	Secret string `yaml:"secret"`
 	// SecretHash is the hex SHA-256 of the secret, so the file need not hold
 	// the secret itself.
@@ -112,7 +114,9 @@ type Member struct {
 // SSOProvider is an upstream OpenID provider people can log in through.
 type SSOProvider struct {
 	// ID appears in amr values as sso:<id>, hence its restricted alphabet.
-	ID               string   `yaml:"id"`
+	ID string `yaml:"id"`
+	// Name is what pages call the provider ("ACME Okta"); the id otherwise.
+	Name             string   `yaml:"name"`
 	Issuer           string   `yaml:"issuer"`
 	ClientID         string   `yaml:"client_id"`
 	ClientSecret     string   `yaml:"client_secret"`

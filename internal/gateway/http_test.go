@@ -137,7 +137,7 @@ func TestHTTPProjects(t *testing.T) {
 		{name: "fail/too-old", service: testService, answer: fresh, token: a.token(t, "u_alice", withMFA, time.Hour),
 			status:    http.StatusUnauthorized,
 			challenge: `Bearer error="insufficient_user_authentication", error_description="Additional authentication is required", max_age="300"`,
-			body:      `{"error":"insufficient_user_authentication","error_description":"Additional authentication is required: A login within the last 5m0s","amr":[],"max_age":300}`, asked: true},
+			body:      `{"error":"insufficient_user_authentication","error_description":"Additional authentication is required: A login within the last 5 minutes","amr":[],"max_age":300}`, asked: true},
 		{name: "fail/not-a-member", user: "u_bob", service: testService, answer: mfa, token: a.token(t, "u_bob", withMFA, time.Minute),
 			status: http.StatusNotFound, body: notFoundBody, asked: true},
 		{name: "fail/unknown-service", service: "nosuchservice", answer: mfa, token: a.token(t, "u_alice", withMFA, time.Minute),

@@ -121,7 +121,7 @@ func TestChallenge(t *testing.T) {
 			`{"error":"insufficient_user_authentication","error_description":"Additional authentication is required: Multi-factor authentication (MFA)","amr":["mfa"]}`},
 		{"mfa-sso-max-age", tokens.Requirements{AMR: []string{"mfa", "sso:acme"}, MaxAge: &maxAge},
 			`Bearer error="insufficient_user_authentication", error_description="Additional authentication is required", amr="mfa sso:acme", max_age="300"`,
-			`{"error":"insufficient_user_authentication","error_description":"Additional authentication is required: Multi-factor authentication (MFA), Single sign-on (SSO), provider: \"acme\", A login within the last 5m0s","amr":["mfa","sso:acme"],"max_age":300}`},
+			`{"error":"insufficient_user_authentication","error_description":"Additional authentication is required: Multi-factor authentication (MFA), Single sign-on (SSO), provider: \"acme\", A login within the last 5 minutes","amr":["mfa","sso:acme"],"max_age":300}`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()

@@ -1,15 +1,15 @@
-package authz
+package tokens
 
 import (
 	"strconv"
 	"time"
 )
 
-// humanDuration says d the way a page or an error message should: "15
+// HumanDuration says d the way a page or an error message should: "15
 // minutes", "1 hour 30 minutes", "90 days", never "15m0s". It rounds up to
 // the second, so that a wait is never announced shorter than it is, and
 // names at most two units.
-func humanDuration(d time.Duration) string {
+func HumanDuration(d time.Duration) string {
 	if d < time.Second {
 		d = time.Second
 	}

@@ -1,4 +1,4 @@
-package authz
+package tokens
 
 import (
 	"testing"
@@ -20,8 +20,8 @@ func TestHumanDuration(t *testing.T) {
 		{24*time.Hour + 5*time.Minute, "1 day"},
 		{2*time.Hour + 59*time.Minute + 59*time.Second, "2 hours 59 minutes"},
 	} {
-		if got := humanDuration(tt.d); got != tt.want {
-			t.Errorf("humanDuration(%v) = %q, want %q", tt.d, got, tt.want)
+		if got := HumanDuration(tt.d); got != tt.want {
+			t.Errorf("HumanDuration(%v) = %q, want %q", tt.d, got, tt.want)
 		}
 	}
 }
