@@ -6,7 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"html"
+	"html/template"
 	"io"
 	"net"
 	"net/http"
@@ -158,7 +158,7 @@ func (b *browserLogin) callback(state string, results chan<- callbackResult) htt
 		}
 		q := r.URL.Query()
 		if q.Get("state") != state {
-			writePage(w, http.StatusBadRequest, "This login link is stale or was not started by this stepup command. Return to the terminal and try again.")
+			writePage(w, http.StatusBadRequest, "Login not accepted", "This login link is stale or was not started by this stepup command. Return to the terminal and try again.")
 			return
 		}
 		var res callbackResult
@@ -177,22 +177,38 @@ func (b *browserLogin) callback(state string, results chan<- callbackResult) htt
 		select {
 		case results <- res:
 		default:
-			writePage(w, http.StatusConflict, "This login has already been answered. Return to the terminal.")
+			writePage(w, http.StatusConflict, "Already answered", "This login has already been answered. Return to the terminal.")
 			return
 		}
 		if res.err != nil {
-			writePage(w, http.StatusOK, "The login did not succeed: "+res.err.Error()+". Please return to the terminal.")
+			writePage(w, http.StatusOK, "Login failed", "The login did not succeed: "+res.err.Error()+". Please return to the terminal.")
 			return
 		}
-		writePage(w, http.StatusOK, "You are logged in. You can close this tab and return to the terminal.")
+		writePage(w, http.StatusOK, "You are logged in", "You can close this tab and return to the terminal.")
 	})
 }
 
-func writePage(w http.ResponseWriter, status int, msg string) {
+// callbackPage is what the browser shows at the end of a CLI login: a
+// page of its own (the server's stylesheet is another origin), in the
+// console's look.
+var callbackPage = template.Must(template.New("callback").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Title}} · Stepup CLI</title><link rel="icon" href="data:,">
+<style>
+:root { color-scheme: light dark; font-family: system-ui, sans-serif; --bg: #f6f7f9; --card: #fff; --fg: #1c1e21; --line: #d9dce1; }
+@media (prefers-color-scheme: dark) { :root { --bg: #15171a; --card: #1f2226; --fg: #e7e9ec; --line: #3a3f46; } }
+body { margin: 0; min-height: 100vh; display: grid; place-items: center; background: var(--bg); color: var(--fg); }
+main { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 1.5rem 2rem; max-width: 28rem; }
+h1 { font-size: 1.4rem; margin: 0 0 .5rem; }
+</style></head>
+<body><main><h1>{{.Title}}</h1><p>{{.Message}}</p></main></body></html>
+`))
+
+func writePage(w http.ResponseWriter, status int, title, msg string) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	fmt.Fprintf(w, "<!doctype html><meta charset=utf-8><title>stepup</title><p>%s</p>\n", html.EscapeString(msg))
+	_ = callbackPage.Execute(w, struct{ Title, Message string }{title, msg})
 }
 
 func randomString() string {

@@ -143,8 +143,9 @@ func (e *cliEnv) browse(ctx context.Context, authURL string) error {
 	if resp.Request.URL.Path != "/callback" || resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("the browser ended at %s (%d): %s", resp.Request.URL, resp.StatusCode, body)
 	}
-	if !strings.Contains(string(body), "return to the terminal") {
-		return fmt.Errorf("the callback page does not send the person back: %s", body)
+	if !strings.Contains(string(body), "<h1>You are logged in</h1>") || !strings.Contains(string(body), "return to the terminal") ||
+		!strings.Contains(string(body), `<html lang="en">`) {
+		return fmt.Errorf("the callback page is not the styled page that sends the person back: %s", body)
 	}
 	return nil
 }
