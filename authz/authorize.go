@@ -552,8 +552,7 @@ func (s *Server) authorizeError(w http.ResponseWriter, ar fosite.AuthorizeReques
 		s.log.Error("authorize", "err", err, "debug", rfc.DebugField)
 	}
 	if ar == nil || !ar.IsRedirectURIValid() {
-		s.showError(w, rfc.CodeField, "Cannot sign in",
-			"The application sent a sign-in request that cannot be accepted: "+rfc.GetDescription())
+		s.showError(w, rfc.CodeField, "Cannot sign in", refusedRequestText(rfc))
 		return
 	}
 	u := ar.GetRedirectURI()
@@ -623,4 +622,18 @@ func acr(amr []string) string {
 		return "urn:stepup:acr:mfa"
 	}
 	return "urn:stepup:acr:pwd"
+}
+
+// refusedRequestText is what the error page says about a request that
+// cannot be answered by a redirect: in the words of a person who followed
+// a link, with fosite's own description only where no better words exist.
+func refusedRequestText(rfc *fosite.RFC6749Error) string {
+	const tell = " If you followed a link from an application, tell its developers; there is nothing to fix on your side."
+	switch {
+	case rfc.ErrorField == fosite.ErrInvalidClient.ErrorField:
+		return "The application that sent you here is not registered with this sign-in service." + tell
+	case strings.Contains(rfc.HintField, "redirect_uri") || strings.Contains(rfc.HintField, "redirect URI"):
+		return "The application asked to return to an address that is not registered for it, so signing in here could hand your login to someone else." + tell
+	}
+	return "The application sent a sign-in request that cannot be accepted: " + rfc.GetDescription() + tell
 }

@@ -12,6 +12,8 @@ import (
 
 type loginPage struct {
 	Title, Client, Error, Username, CSRF, Challenge string
+	// Note explains why a browser that had a session must sign in again.
+	Note string
 	SSO                                             []ssoLink
 }
 
@@ -33,10 +35,23 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
-	s.render(w, s.pages.login, http.StatusOK, loginPage{
+	page := loginPage{
 		Title: "Sign in", Client: s.clientName(p.Form.Get("client_id")), CSRF: s.csrfToken(w, r), Challenge: challenge,
 		SSO: s.ssoLinks(challenge),
-	})
+	}
+	// A session cookie without a session: it expired, or ended elsewhere
+	// (a password change, an administrator). Only then is the store asked.
+	if s.sessions.hasCookie(r) {
+		ls, _, err := s.sessions.get(r.Context(), r)
+		if err != nil {
+			s.authorizeError(w, nil, err)
+			return
+		}
+		if ls == nil {
+			page.Note = "Your session has ended: it expired, or was signed out elsewhere. Sign in again to continue."
+		}
+	}
+	s.render(w, s.pages.login, http.StatusOK, page)
 }
 
 const maxCredentialLen = 1024

@@ -227,3 +227,21 @@ func TestLoginThrottleCannotLockTheOwnerOut(t *testing.T) {
 		t.Fatalf("a forged device cookie during the attack: %d", r.StatusCode)
 	}
 }
+
+// TestExpiredSessionSaysSo: a browser whose session ended is told why it
+// must sign in again; a browser that never had one is not.
+func TestExpiredSessionSaysSo(t *testing.T) {
+	ts := newTestServer(t, nil)
+	const note = "Your session has ended: it expired, or was signed out elsewhere."
+	cfg := cliConfig(ts.Issuer, "53682")
+	start := cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))
+	if p := newBrowser(t, ts.Issuer).get(start); p.Request.URL.Path != "/login" || strings.Contains(p.Body, note) {
+		t.Fatalf("a new browser: %s, note shown: %v", p.Request.URL, strings.Contains(p.Body, note))
+	}
+	b, _ := loginAs(t, ts, "alice")
+	ts.Clock.Advance(25 * time.Hour)
+	defer ts.Clock.Advance(-25 * time.Hour)
+	if p := b.get(start); p.Request.URL.Path != "/login" || !strings.Contains(p.Body, note) {
+		t.Fatalf("an expired session: %s without the note: %s", p.Request.URL, p.Body)
+	}
+}

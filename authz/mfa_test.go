@@ -276,6 +276,11 @@ func TestOrganizationContextAtLogin(t *testing.T) {
 	if p.Request.URL.Path != "/account/security" {
 		t.Fatalf("member of an MFA organization: ended at %s", p.Request.URL)
 	}
+	// The setup page says why, naming the organization and the client.
+	const why = "Secure requires multi-factor authentication to continue to Stepup CLI."
+	if !strings.Contains(p.Body, why) {
+		t.Errorf("the setup page does not say %q: %s", why, p.Body)
+	}
 	// An organization requiring SSO, which this server cannot do yet: a
 	// clear error, never a token without it.
 	p = b.get(cfg.AuthCodeURL("state-0123456789", ch, org("acme")))
@@ -314,6 +319,15 @@ func TestStepUpAsksForTheCodeAlone(t *testing.T) {
 	p := console.get(cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v), oauth2.SetAuthURLParam("amr", strings.Join(strs(body["amr"]), " "))))
 	if p.Request.URL.Path != "/login/otp" || strings.Contains(p.Body, `name="password"`) {
 		t.Fatalf("step-up asked for more than the code: %d at %s", p.StatusCode, p.Request.URL)
+	}
+	if !strings.Contains(p.Body, "Stepup CLI asks for multi-factor authentication.") {
+		t.Errorf("the code page does not say who asks: %s", p.Body)
+	}
+	// With the organization named, the page names it.
+	named := console.get(cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v), oauth2.SetAuthURLParam("amr", "mfa"),
+		oauth2.SetAuthURLParam("acr_values", "urn:stepup:org:secure")))
+	if !strings.Contains(named.Body, "Secure requires multi-factor authentication to continue to Stepup CLI.") {
+		t.Errorf("the code page does not name the organization: %s", named.Body)
 	}
 	stepped := tokensFrom(t, ts, submitCode(console, p, code(t, secret, ts.Clock.Now().Add(30*time.Second))), v)
 	if status, _, body := call(t, "GET", ts.Issuer+"/api/orgs/secure", stepped.AccessToken, nil); status != 200 || body["id"] != "secure" {

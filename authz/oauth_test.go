@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"html"
 	"net/http"
 	"net/url"
 	"slices"
@@ -139,21 +140,24 @@ func TestAuthorizeRefusedBeforeLogin(t *testing.T) {
 		url       string
 		wantError string // error in the redirect; "" means an error page instead
 		wantPage  int
+		wantText  string // on the error page, when set
 	}{
-		{"fail/public-client-without-pkce", cfg.AuthCodeURL("state-0123456789"), "invalid_request", 0},
+		{"fail/public-client-without-pkce", cfg.AuthCodeURL("state-0123456789"), "invalid_request", 0, ""},
 		{"fail/plain-pkce", cfg.AuthCodeURL("state-0123456789", oauth2.SetAuthURLParam("code_challenge", strings.Repeat("a", 43)),
-			oauth2.SetAuthURLParam("code_challenge_method", "plain")), "invalid_request", 0},
-		{"fail/unsupported-response-type", strings.Replace(cfg.AuthCodeURL("state-0123456789", challenge), "response_type=code", "response_type=token", 1), "unsupported_response_type", 0},
-		{"fail/unknown-amr", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("amr", "hwk")), "unmet_authentication_requirements", 0},
-		{"fail/bad-max-age", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("max_age", "-5")), "invalid_request", 0},
-		{"fail/absurd-max-age", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("max_age", "99999999999999")), "invalid_request", 0},
-		{"fail/huge-amr", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("amr", strings.Repeat("mfa ", 100))), "invalid_request", 0},
-		{"fail/unknown-sso-provider", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("amr", "mfa sso:nobody")), "unmet_authentication_requirements", 0},
-		{"fail/prompt-none-mixed", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("prompt", "none login")), "invalid_request", 0},
-		{"fail/prompt-none-without-session", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("prompt", "none")), "login_required", 0},
-		{"fail/unknown-client", strings.Replace(cfg.AuthCodeURL("state-0123456789", challenge), "client_id=stepup-cli", "client_id=nobody", 1), "", http.StatusUnauthorized},
-		{"fail/unregistered-redirect", strings.Replace(cfg.AuthCodeURL("state-0123456789", challenge), "%2Fcallback", "%2Fevil", 1), "", http.StatusBadRequest},
-		{"fail/non-loopback-http-redirect", strings.Replace(cfg.AuthCodeURL("state-0123456789", challenge), "http%3A%2F%2F127.0.0.1", "http%3A%2F%2Fevil.example", 1), "", http.StatusBadRequest},
+			oauth2.SetAuthURLParam("code_challenge_method", "plain")), "invalid_request", 0, ""},
+		{"fail/unsupported-response-type", strings.Replace(cfg.AuthCodeURL("state-0123456789", challenge), "response_type=code", "response_type=token", 1), "unsupported_response_type", 0, ""},
+		{"fail/unknown-amr", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("amr", "hwk")), "unmet_authentication_requirements", 0, ""},
+		{"fail/bad-max-age", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("max_age", "-5")), "invalid_request", 0, ""},
+		{"fail/absurd-max-age", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("max_age", "99999999999999")), "invalid_request", 0, ""},
+		{"fail/huge-amr", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("amr", strings.Repeat("mfa ", 100))), "invalid_request", 0, ""},
+		{"fail/unknown-sso-provider", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("amr", "mfa sso:nobody")), "unmet_authentication_requirements", 0, ""},
+		{"fail/prompt-none-mixed", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("prompt", "none login")), "invalid_request", 0, ""},
+		{"fail/prompt-none-without-session", cfg.AuthCodeURL("state-0123456789", challenge, oauth2.SetAuthURLParam("prompt", "none")), "login_required", 0, ""},
+		{"fail/unknown-client", strings.Replace(cfg.AuthCodeURL("state-0123456789", challenge), "client_id=stepup-cli", "client_id=nobody", 1), "", http.StatusUnauthorized,
+			"The application that sent you here is not registered with this sign-in service."},
+		{"fail/unregistered-redirect", strings.Replace(cfg.AuthCodeURL("state-0123456789", challenge), "%2Fcallback", "%2Fevil", 1), "", http.StatusBadRequest,
+			"The application asked to return to an address that is not registered for it"},
+		{"fail/non-loopback-http-redirect", strings.Replace(cfg.AuthCodeURL("state-0123456789", challenge), "http%3A%2F%2F127.0.0.1", "http%3A%2F%2Fevil.example", 1), "", http.StatusBadRequest, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newBrowser(t, ts.Issuer).get(tc.url)
@@ -163,6 +167,9 @@ func TestAuthorizeRefusedBeforeLogin(t *testing.T) {
 				}
 				if p.Header.Get("Location") != "" {
 					t.Fatal("redirected to an untrusted redirect URI")
+				}
+				if !strings.Contains(html.UnescapeString(p.Body), tc.wantText) || strings.Contains(p.Body, "The requested OAuth 2.0 Client does not exist") {
+					t.Errorf("the error page says %s, want %q", p.Body, tc.wantText)
 				}
 				return
 			}

@@ -70,8 +70,9 @@ func TestOrgSettingsPage(t *testing.T) {
 	// An admin without MFA, now that MFA is required, is sent to set it up
 	// first and comes back.
 	carol, _ := loginAs(t, ts, "carol")
-	if p := carol.get(settings); !strings.HasPrefix(p.Request.URL.Path, "/account/security") || !strings.Contains(p.Body, "Set up application") {
-		t.Fatalf("an admin without MFA: %d at %s", p.StatusCode, p.Request.URL)
+	if p := carol.get(settings); !strings.HasPrefix(p.Request.URL.Path, "/account/security") || !strings.Contains(p.Body, "Set up application") ||
+		!strings.Contains(p.Body, "Team requires multi-factor authentication to continue to the Stepup console.") {
+		t.Fatalf("an admin without MFA: %d at %s: %s", p.StatusCode, p.Request.URL, p.Body)
 	}
 	// Without a session, the page asks to log in.
 	if p := newBrowser(t, ts.Issuer).get(settings); !strings.HasPrefix(p.Request.URL.Path, "/login") {

@@ -132,6 +132,12 @@ func sessionKey(id string) string {
 }
 
 // get returns the browser's session, or nil if it has none (or it expired).
+// hasCookie reports whether the browser sent a session cookie at all.
+func (s *sessionStore) hasCookie(r *http.Request) bool {
+	c, err := r.Cookie(s.cookieName())
+	return err == nil && len(c.Value) == 43
+}
+
 func (s *sessionStore) get(ctx context.Context, r *http.Request) (*LoginSession, string, error) {
 	c, err := r.Cookie(s.cookieName())
 	if err != nil || len(c.Value) != 43 {
