@@ -632,7 +632,7 @@ func refusedRequestText(rfc *fosite.RFC6749Error) string {
 	switch {
 	case rfc.ErrorField == fosite.ErrInvalidClient.ErrorField:
 		return "The application that sent you here is not registered with this sign-in service." + tell
-	case strings.Contains(rfc.HintField, "redirect_uri") || strings.Contains(rfc.HintField, "redirect URI"):
+	case strings.Contains(rfc.HintField, "pre-registered redirect"):
 		return "The application asked to return to an address that is not registered for it, so signing in here could hand your login to someone else." + tell
 	}
 	return "The application sent a sign-in request that cannot be accepted: " + rfc.GetDescription() + tell
