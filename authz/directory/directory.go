@@ -153,18 +153,23 @@ func (d *Directory) User(ctx context.Context, id string) (*User, error) {
 // Users returns the people with these ids, nil for those that do not
 // exist, in one round trip.
 func (d *Directory) Users(ctx context.Context, ids ...string) ([]*User, error) {
+	return many[User](ctx, d, userRec, ids)
+}
+
+// many reads the records of ids in one round trip, nil where there is none.
+func many[T any](ctx context.Context, d *Directory, rec func(string) string, ids []string) ([]*T, error) {
 	names := make([]string, len(ids))
 	for i, id := range ids {
-		names[i] = userRec(id)
+		names[i] = rec(id)
 	}
 	vals, err := d.rec.GetRecords(ctx, group, names...)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*User, len(ids))
+	out := make([]*T, len(ids))
 	for i, v := range vals {
 		if v != nil {
-			if out[i], err = decode[User](v); err != nil {
+			if out[i], err = decode[T](v); err != nil {
 				return nil, err
 			}
 		}
@@ -298,23 +303,7 @@ func (d *Directory) Org(ctx context.Context, id string) (*Org, error) {
 // Orgs returns the organizations with these ids, nil for those that do
 // not exist, in one round trip.
 func (d *Directory) Orgs(ctx context.Context, ids ...string) ([]*Org, error) {
-	names := make([]string, len(ids))
-	for i, id := range ids {
-		names[i] = orgRec(id)
-	}
-	vals, err := d.rec.GetRecords(ctx, group, names...)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*Org, len(ids))
-	for i, v := range vals {
-		if v != nil {
-			if out[i], err = decode[Org](v); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return out, nil
+	return many[Org](ctx, d, orgRec, ids)
 }
 
 // CreateOrg adds o with owner as its first owner, in one step; ErrIDTaken
