@@ -455,6 +455,9 @@ func (s *Server) Route(r Router) {
 	r.Method(http.MethodPost, "/api/orgs/{org}/mfa-reminders", h(s.sendReminders))
 	s.routeConsole(r, page)
 	s.routeServices(r, h)
+	s.routeDevice(r, page, h)
+	s.routeRevocation(r, h)
+	s.routePasskeys(r, page, h)
 	// Probes do not wait for the directory: a replica is alive, and ready
 	// once its store answers.
 	r.Method(http.MethodGet, "/healthz", limitBody(http.HandlerFunc(healthz)))
