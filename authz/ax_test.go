@@ -228,4 +228,3 @@ func (b *chrome) checkContrast(when string) {
 		b.t.Errorf("%s: contrast too low: %s", when, m)
 	}
 }
-

@@ -14,7 +14,7 @@ type loginPage struct {
 	Title, Client, Error, Username, CSRF, Challenge string
 	// Note explains why a browser that had a session must sign in again.
 	Note string
-	SSO                                             []ssoLink
+	SSO  []ssoLink
 }
 
 // ssoLink is a "Sign in with …" link on the login page.

@@ -96,7 +96,7 @@ func TestLoginFormCSRFAndCookies(t *testing.T) {
 	resp.Body.Close()
 	var session *http.Cookie
 	for _, c := range resp.Cookies() {
-		if c.Name == "stepup_session" {
+		if c.Name == "stepup_session_"+port(t, ts.Issuer) {
 			session = c
 		}
 	}
@@ -221,7 +221,7 @@ func TestLoginThrottleCannotLockTheOwnerOut(t *testing.T) {
 	// A made-up device cookie is no pass.
 	forged := newBrowser(t, ts.Issuer).from("198.51.100.10")
 	u, _ := url.Parse(ts.Issuer)
-	forged.client.Jar.SetCookies(u, []*http.Cookie{{Name: "stepup_device", Value: strings.Repeat("A", 22) + "." + strings.Repeat("A", 43)}})
+	forged.client.Jar.SetCookies(u, []*http.Cookie{{Name: "stepup_device_" + port(t, ts.Issuer), Value: strings.Repeat("A", 22) + "." + strings.Repeat("A", 43)}})
 	fp := loginPage(t, ts, forged)
 	if r := forged.login(fp, "alice", "wrong"); r.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("a forged device cookie during the attack: %d", r.StatusCode)
@@ -244,4 +244,14 @@ func TestExpiredSessionSaysSo(t *testing.T) {
 	if p := b.get(start); p.Request.URL.Path != "/login" || !strings.Contains(p.Body, note) {
 		t.Fatalf("an expired session: %s without the note: %s", p.Request.URL, p.Body)
 	}
+}
+
+// port is the issuer's port, which names its cookies on plain http.
+func port(t *testing.T, issuer string) string {
+	t.Helper()
+	u, err := url.Parse(issuer)
+	if err != nil || u.Port() == "" {
+		t.Fatalf("issuer %q has no port", issuer)
+	}
+	return u.Port()
 }

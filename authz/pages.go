@@ -150,11 +150,20 @@ func (s *Server) showError(w http.ResponseWriter, status int, title, message str
 // from the server secret. A page on another site can neither read the
 // cookie nor compute the token.
 
-func (s *Server) csrfCookieName() string {
-	if s.issuer.Scheme == "https" {
-		return "__Host-stepup_csrf"
+func (s *Server) csrfCookieName() string { return cookieName(s.issuer, "stepup_csrf") }
+
+// cookieName is a cookie's name for this issuer: __Host- bound on https;
+// on plain http, where cookies ignore ports, with the port, so that two
+// servers on one host (a local upstream provider, say) keep their
+// sessions apart rather than overwrite each other's.
+func cookieName(issuer *url.URL, base string) string {
+	if issuer.Scheme == "https" {
+		return "__Host-" + base
 	}
-	return "stepup_csrf"
+	if p := issuer.Port(); p != "" {
+		return base + "_" + p
+	}
+	return base
 }
 
 func (s *Server) csrfFor(value string) string {

@@ -259,11 +259,12 @@ func New(cfg Config) (*Server, error) {
 	retain := max(cfg.AccessTokenTTL, cfg.IDTokenTTL) + 5*time.Minute
 	s.keys = newKeyManager(cfg.Store, box, algs, cfg.KeyRotation, retain, cfg.Now)
 	s.grants = &grantStore{grants: cfg.Store, clients: s.clients, refreshTTL: cfg.RefreshTokenTTL, now: cfg.Now}
-	s.sessions = &sessionStore{kv: cfg.Store, ttl: cfg.SessionTTL, now: cfg.Now, secure: issuer.Scheme == "https"}
+	s.sessions = &sessionStore{kv: cfg.Store, ttl: cfg.SessionTTL, now: cfg.Now, secure: issuer.Scheme == "https",
+		name: cookieName(issuer, "stepup_session")}
 	s.loginThrottle = &loginThrottle{kv: cfg.Store, window: cfg.FailureWindow, accountWindow: 24 * time.Hour,
 		perPair: int64(cfg.MaxFailuresPerAccount), perAddress: int64(cfg.MaxFailuresPerAddress),
 		backoffAfter: 4 * int64(cfg.MaxFailuresPerAccount), maxBackoff: time.Minute,
-		deviceKey: derive(cfg.Secret, "device cookie"), secure: issuer.Scheme == "https"}
+		deviceKey: derive(cfg.Secret, "device cookie"), secure: issuer.Scheme == "https", cookie: cookieName(issuer, deviceCookie)}
 	// A rotated CA stays trusted a day: longer than any certificate (an
 	// hour) plus any gateway's cache of the authority list.
 	s.ssh = newSSHAuthority(cfg.Store, box, issuer.Hostname(), cfg.SSHCARotation, 24*time.Hour, cfg.Now)

@@ -110,6 +110,8 @@ type sessionStore struct {
 	ttl    time.Duration
 	now    func() time.Time
 	secure bool
+	// name is the cookie's (see cookieName).
+	name string
 	// prune drops the factors that no longer count (an otp proved before
 	// MFA was turned off or reset) from every session read, and says
 	// whether the session still stands (not if it began before the
@@ -119,12 +121,7 @@ type sessionStore struct {
 
 const sessionNS = "session"
 
-func (s *sessionStore) cookieName() string {
-	if s.secure {
-		return "__Host-stepup_session"
-	}
-	return "stepup_session"
-}
+func (s *sessionStore) cookieName() string { return s.name }
 
 func sessionKey(id string) string {
 	sum := sha256.Sum256([]byte(id))

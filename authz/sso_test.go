@@ -30,9 +30,21 @@ func newFederation(t *testing.T, trustMFA bool) *federation {
 // newFederationWith lets edit change the local server's provider.
 func newFederationWith(t *testing.T, trustMFA bool, edit func(*authz.SSOProvider)) *federation {
 	t.Helper()
-	// Cookies belong to a host, not a port: the upstream gets a host name of
-	// its own, as it would in real life, so the two sessions do not collide.
-	toLocalhost := func(u string) string { return strings.Replace(u, "127.0.0.1", "localhost", 1) }
+	return federate(t, trustMFA, false, edit)
+}
+
+// federate sets up the two servers; with oneHost both are at 127.0.0.1,
+// as two stepupd on a developer's machine are, and only the port tells
+// them apart.
+func federate(t *testing.T, trustMFA, oneHost bool, edit func(*authz.SSOProvider)) *federation {
+	t.Helper()
+	// The upstream gets a host name of its own, as it would in real life.
+	toLocalhost := func(u string) string {
+		if oneHost {
+			return u
+		}
+		return strings.Replace(u, "127.0.0.1", "localhost", 1)
+	}
 	up := newTestServer(t, func(c *authz.Config) {
 		c.Issuer = toLocalhost(c.Issuer)
 		c.Clients = append(c.Clients, authz.Client{ID: "stepup", SecretHash: authz.HashClientSecret(upstreamSecret),

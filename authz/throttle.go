@@ -41,6 +41,7 @@ type loginThrottle struct {
 	maxBackoff    time.Duration
 	deviceKey     []byte
 	secure        bool
+	cookie        string // the device cookie's name (see cookieName)
 }
 
 const (
@@ -103,12 +104,7 @@ func (t *loginThrottle) succeeded(ctx context.Context, w http.ResponseWriter, r 
 	})
 }
 
-func (t *loginThrottle) cookieName() string {
-	if t.secure {
-		return "__Host-" + deviceCookie
-	}
-	return deviceCookie
-}
+func (t *loginThrottle) cookieName() string { return t.cookie }
 
 // deviceMark binds a browser's random device id to the account and to the
 // password it signed in with: it cannot be made up, one browser's cookie

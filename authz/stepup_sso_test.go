@@ -1,0 +1,52 @@
+package authz_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/oauth2"
+)
+
+// TestSSOStepUpKeepsFactors: a person signed in with a password and a code
+// who is asked for sso:acme as well goes to the provider and comes back
+// without being asked for the code again, and the session keeps pwd and
+// otp beside the new sso:acme.
+//
+// Both servers are on one host too, where cookies cannot tell them apart
+// by port: each names its cookies after its port, so the upstream's login
+// leaves the local session alone.
+func TestSSOStepUpKeepsFactors(t *testing.T) {
+	for name, oneHost := range map[string]bool{"two-hosts": false, "one-host": true} {
+		t.Run(name, func(t *testing.T) { ssoStepUpKeepsFactors(t, federate(t, false, oneHost, nil)) })
+	}
+}
+
+func ssoStepUpKeepsFactors(t *testing.T, f *federation) {
+	b := f.browser(t)
+	exchange(t, f.local, b) // a password session
+	secret, _ := enroll(t, f.local, b)
+	cfg := cliConfig(f.local.Issuer, "53682")
+	// Setting up the authenticator proved a code: mfa needs nothing more.
+	_ = secret
+	v := oauth2.GenerateVerifier()
+	p := b.get(cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v), oauth2.SetAuthURLParam("amr", "mfa")))
+	tok := tokensFrom(t, f.local, p, v)
+	if got := amrOf(t, tok); !slices.Equal(got, []string{"otp", "pwd", "mfa"}) {
+		t.Fatalf("amr before the SSO step-up = %v", got)
+	}
+
+	// The organization wants MFA and the provider.
+	v = oauth2.GenerateVerifier()
+	p = b.get(cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v), oauth2.SetAuthURLParam("amr", "mfa sso:acme")))
+	back := f.viaUpstream(t, b, p, "alice")
+	if strings.HasPrefix(back.Request.URL.Path, "/login") {
+		t.Fatalf("after the provider the browser was asked again: %s", back.Request.URL)
+	}
+	tok = tokensFrom(t, f.local, back, v)
+	got := amrOf(t, tok)
+	slices.Sort(got)
+	if want := []string{"mfa", "otp", "pwd", "sso:acme"}; !slices.Equal(got, want) {
+		t.Fatalf("amr after the SSO step-up = %v, want %v", got, want)
+	}
+}
