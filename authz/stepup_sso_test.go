@@ -50,3 +50,22 @@ func ssoStepUpKeepsFactors(t *testing.T, f *federation) {
 		t.Fatalf("amr after the SSO step-up = %v, want %v", got, want)
 	}
 }
+
+// TestChallengeStatesTheWholeRequirement: acme requires MFA and its
+// provider; a token with mfa is told both in amr (RFC 9470: what the
+// resource requires) and, in words, only what it lacks.
+func TestChallengeStatesTheWholeRequirement(t *testing.T) {
+	ts := newTestServer(t, nil)
+	b, _ := loginAs(t, ts, "alice")
+	enroll(t, ts, b)
+	cfg := cliConfig(ts.Issuer, "53682")
+	v := oauth2.GenerateVerifier()
+	tok := tokensFrom(t, ts, b.get(cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v), oauth2.SetAuthURLParam("amr", "mfa"))), v)
+	status, h, body := call(t, "GET", ts.Issuer+"/api/orgs/acme", tok.AccessToken, nil)
+	if status != 401 || !strings.Contains(h.Get("WWW-Authenticate"), `amr="mfa sso:acme"`) || !slices.Equal(strs(body["amr"]), []string{"mfa", "sso:acme"}) {
+		t.Fatalf("challenge for a token with mfa: %d %s %v", status, h.Get("WWW-Authenticate"), body)
+	}
+	if d := body["error_description"].(string); !strings.Contains(d, "Single sign-on") || strings.Contains(d, "Multi-factor") {
+		t.Errorf("the description names %q, want only the missing SSO", d)
+	}
+}

@@ -16,6 +16,11 @@ type Requirements struct {
 	AMR []string `json:"amr"`
 	// MaxAge, in seconds since auth_time; nil demands no freshness.
 	MaxAge *int64 `json:"max_age"`
+	// of is the requirement a Missing result was measured against: a
+	// challenge states it whole (RFC 9470), so that a client starting a
+	// fresh login asks for everything in one trip, while its words name
+	// only what is missing.
+	of *Requirements
 }
 
 // Satisfied reports whether nothing is required.
@@ -25,16 +30,33 @@ func (r Requirements) Satisfied() bool { return len(r.AMR) == 0 && r.MaxAge == n
 // auth_time lacks for r at now. The result is itself a Requirements, which
 // is what a step-up must collect; Satisfied() when the token is enough.
 func Missing(r Requirements, amr []string, authTime, now time.Time) Requirements {
-	var out Requirements
+	required := Requirements{MaxAge: r.MaxAge}
+	out := Requirements{of: &required}
 	for _, m := range r.AMR {
-		if !slices.Contains(amr, m) && !slices.Contains(out.AMR, m) {
+		if slices.Contains(required.AMR, m) {
+			continue
+		}
+		required.AMR = append(required.AMR, m)
+		if !slices.Contains(amr, m) {
 			out.AMR = append(out.AMR, m)
 		}
 	}
 	if r.MaxAge != nil && (authTime.IsZero() || now.Sub(authTime) > time.Duration(*r.MaxAge)*time.Second) {
 		out.MaxAge = r.MaxAge
 	}
+	if out.Satisfied() {
+		return Requirements{}
+	}
 	return out
+}
+
+// Required is the whole requirement a Missing result was measured
+// against; for any other Requirements, itself.
+func (m Requirements) Required() Requirements {
+	if m.of != nil {
+		return *m.of
+	}
+	return m
 }
 
 // ErrorInsufficientAuthentication is RFC 9470's error code.
@@ -42,14 +64,16 @@ const ErrorInsufficientAuthentication = "insufficient_user_authentication"
 
 const challengeDescription = "Additional authentication is required"
 
-// WWWAuthenticate is the header value of a step-up challenge for missing m.
+// WWWAuthenticate is the header value of a step-up challenge for missing
+// m: the amr and max_age the resource requires.
 func (m Requirements) WWWAuthenticate() string {
+	r := m.Required()
 	v := `Bearer error="` + ErrorInsufficientAuthentication + `", error_description="` + challengeDescription + `"`
-	if len(m.AMR) > 0 {
-		v += `, amr="` + strings.Join(m.AMR, " ") + `"`
+	if len(r.AMR) > 0 {
+		v += `, amr="` + strings.Join(r.AMR, " ") + `"`
 	}
-	if m.MaxAge != nil {
-		v += `, max_age="` + strconv.FormatInt(*m.MaxAge, 10) + `"`
+	if r.MaxAge != nil {
+		v += `, max_age="` + strconv.FormatInt(*r.MaxAge, 10) + `"`
 	}
 	return v
 }
@@ -62,13 +86,15 @@ type ChallengeBody struct {
 	MaxAge      *int64   `json:"max_age,omitempty"`
 }
 
-// Body is the JSON body of a step-up challenge for missing m.
+// Body is the JSON body of a step-up challenge for missing m: what the
+// resource requires, and in words what is missing.
 func (m Requirements) Body() ChallengeBody {
-	amr := m.AMR
+	r := m.Required()
+	amr := r.AMR
 	if amr == nil {
 		amr = []string{}
 	}
-	return ChallengeBody{Error: ErrorInsufficientAuthentication, Description: challengeDescription + ": " + m.Describe(", "), AMR: amr, MaxAge: m.MaxAge}
+	return ChallengeBody{Error: ErrorInsufficientAuthentication, Description: challengeDescription + ": " + m.Describe(", "), AMR: amr, MaxAge: r.MaxAge}
 }
 
 // Describe names each missing thing for a person, joined by sep.
@@ -99,12 +125,13 @@ func describeMethod(m string) string {
 
 // SSHDenied is the text an SSH gateway writes to the person's terminal when
 // the certificate's authentication is not enough for the service. The
-// Parameters line is one line of JSON that the CLI reads to step up.
+// Parameters line, one line of JSON that the CLI reads to step up, states
+// what the service requires; the Detail lines, what is missing.
 func (m Requirements) SSHDenied(service, username, userID string) string {
 	params, _ := json.Marshal(struct {
 		AMR    []string `json:"amr"`
 		MaxAge *int64   `json:"max_age,omitempty"`
-	}{m.Body().AMR, m.MaxAge})
+	}{m.Body().AMR, m.Required().MaxAge})
 	var b strings.Builder
 	fmt.Fprintf(&b, "Error: Access denied\nService: %s\nUser: %s (%s)\nParameters: %s\nDetail: %s:\n", service, username, userID, params, challengeDescription)
 	b.WriteString("\t - " + m.Describe("\n\t - ") + "\n")

@@ -3,6 +3,7 @@ package tokens
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -37,6 +38,8 @@ func TestMissing(t *testing.T) {
 	}
 }
 
+func now() time.Time { return time.Unix(1_800_000_000, 0) }
+
 func TestChallengeFormats(t *testing.T) {
 	m := Requirements{AMR: []string{"mfa", "sso:acme"}}
 	if got, want := m.WWWAuthenticate(), `Bearer error="insufficient_user_authentication", error_description="Additional authentication is required", amr="mfa sso:acme"`; got != want {
@@ -64,6 +67,20 @@ func TestChallengeFormats(t *testing.T) {
 	}
 	if b, _ := json.Marshal(fresh.Body()); string(b) != `{"error":"insufficient_user_authentication","error_description":"Additional authentication is required: A login within the last 5 minutes","amr":[],"max_age":300}` {
 		t.Errorf("max_age body = %s", b)
+	}
+	// Measured by Missing, the challenge states the whole requirement and
+	// its words name only what is missing (RFC 9470: a client that starts
+	// a fresh login then asks for everything at once).
+	partial := Missing(Requirements{AMR: []string{"mfa", "sso:acme"}, MaxAge: seconds(3600)}, []string{"otp", "pwd", "mfa"}, now(), now())
+	if got, want := partial.WWWAuthenticate(), `Bearer error="insufficient_user_authentication", error_description="Additional authentication is required", amr="mfa sso:acme", max_age="3600"`; got != want {
+		t.Errorf("partial header\n got %s\nwant %s", got, want)
+	}
+	if b, _ := json.Marshal(partial.Body()); string(b) != `{"error":"insufficient_user_authentication","error_description":"Additional authentication is required: Single sign-on (SSO), provider: \"acme\"","amr":["mfa","sso:acme"],"max_age":3600}` {
+		t.Errorf("partial body = %s", b)
+	}
+	if got := partial.SSHDenied("svc", "alice", "u_1"); !strings.Contains(got, `Parameters: {"amr":["mfa","sso:acme"],"max_age":3600}`+"\n") ||
+		!strings.HasSuffix(got, "Detail: Additional authentication is required:\n\t - Single sign-on (SSO), provider: \"acme\"\n") {
+		t.Errorf("partial SSH text = %q", got)
 	}
 	if got := SSHNoAccess("svc", "bob", "u_bob"); got != "Error: The service doesn't exist or you do not have access to it.\nService: svc\nUser: bob (u_bob)\n" {
 		t.Errorf("no access = %q", got)

@@ -63,7 +63,7 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			"fail/only-sso-missing", svc, mfaSSO, nil, who([]string{"pwd", "otp", "mfa"}, time.Minute),
-			"Error: Access denied\nService: " + svc + "\nUser: alice (u_alice)\nParameters: {\"amr\":[\"sso:acme\"]}\n" +
+			"Error: Access denied\nService: " + svc + "\nUser: alice (u_alice)\nParameters: {\"amr\":[\"mfa\",\"sso:acme\"]}\n" +
 				"Detail: Additional authentication is required:\n\t - Single sign-on (SSO), provider: \"acme\"\n", true,
 		},
 		{
