@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/stepup-dev/stepup/authz/step"
 	"github.com/stepup-dev/stepup/tokens"
 )
 
@@ -56,18 +57,18 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request, path string) (*
 			return nil, "", nil, false
 		}
 	}
-	next := pagePassword
-	if u != nil && !ls.PrimaryAt().IsZero() {
-		enrolled, err := s.mfa.enabled(ctx, u.ID)
-		if err != nil {
+	st := step.Step{Kind: step.Password}
+	if u != nil {
+		// Our own pages ask for nothing beyond every factor the person has.
+		if st, err = s.stepFor(ctx, step.Request{At: s.cfg.Now()}, ls, u); err != nil {
 			s.authorizeError(w, nil, err)
 			return nil, "", nil, false
 		}
-		if !enrolled || !ls.factorAt(tokens.MethodOTP).IsZero() {
+		if st.Kind == step.Done {
 			return ls, sid, u, true
 		}
-		next = pageOTP
 	}
+	next := pageFor(st)
 	id, err := s.savePending(ctx, pendingAuthorization{Return: path, RequestedAt: s.cfg.Now()})
 	if err != nil {
 		s.authorizeError(w, nil, err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ory/fosite"
 
+	"github.com/stepup-dev/stepup/authz/step"
 	"github.com/stepup-dev/stepup/authz/storage"
 	"github.com/stepup-dev/stepup/tokens"
 )
@@ -133,18 +134,19 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	next, err := s.nextStep(ctx, ar, ls, user, requestedAt)
+	st, err := s.nextStep(ctx, ar, ls, user, requestedAt)
 	if err != nil {
 		s.authorizeError(w, ar, err)
 		return
 	}
-	if next != "" {
+	if st.Kind != step.Done {
+		next := pageFor(st)
 		if prompts(ar).Has("none") {
 			s.authorizeError(w, ar, fosite.ErrLoginRequired.WithHint("The person must authenticate, and prompt=none forbids asking them."))
 			return
 		}
 		if challenge == "" && ls != nil && user != nil {
-			s.metrics.stepUps.WithLabelValues(stepUpReason(next)).Inc()
+			s.metrics.stepUps.WithLabelValues(stepUpReason(st)).Inc()
 		}
 		if challenge == "" {
 			allowed, err := s.allowPending(ctx, r)
@@ -395,44 +397,56 @@ const (
 	pageEnroll   = "/account/security"
 )
 
-// nextStep returns the page that collects what the request still needs
-// from this person, or "" when the session is enough: a password login,
-// then a second factor if the person has one or the request demands one
-// (enrolling an authenticator first if they have none).
-func (s *Server) nextStep(ctx context.Context, ar fosite.AuthorizeRequester, ls *LoginSession, u *User, requestedAt time.Time) (string, error) {
-	if u == nil || !fresh(ar, ls.PrimaryAt(), requestedAt) {
-		return pagePassword, nil
+// pageFor is the page that collects a step.
+func pageFor(st step.Step) string {
+	switch st.Kind {
+	case step.Password:
+		return pagePassword
+	case step.Code:
+		return pageOTP
+	case step.Enroll:
+		return pageEnroll
+	case step.SSO:
+		return ssoLoginPath(st.Provider)
+	}
+	return ""
+}
+
+// nextStep is what the request still needs from this person (step.Next),
+// after refusing what no step could give: a provider this server does not
+// have.
+func (s *Server) nextStep(ctx context.Context, ar fosite.AuthorizeRequester, ls *LoginSession, u *User, requestedAt time.Time) (step.Step, error) {
+	req := step.Request{Login: prompts(ar).Has("login"), At: requestedAt}
+	if v := ar.GetRequestForm().Get("max_age"); v != "" {
+		secs, _ := strconv.ParseInt(v, 10, 64) // validated in checkAuthorizeRequest
+		d := time.Duration(secs) * time.Second
+		req.MaxAge = &d
+	}
+	if u == nil {
+		return step.Next(req, nil, step.Enrollment{}), nil
 	}
 	demanded, err := s.demanded(ctx, ar, u)
 	if err != nil {
-		return "", err
+		return step.Step{}, err
 	}
 	for _, m := range demanded {
-		id, ok := strings.CutPrefix(m, tokens.SSOPrefix)
-		if !ok {
-			continue
-		}
-		if _, known := s.sso.byID[id]; !known {
-			return "", errUnmetAuthentication.WithHintf("Signing in through %s is required, and this server has no such provider.", truncate(id, 64))
-		}
-		if !fresh(ar, ls.factorAt(m), requestedAt) {
-			return ssoLoginPath(id), nil
+		if id, ok := strings.CutPrefix(m, tokens.SSOPrefix); ok {
+			if _, known := s.sso.byID[id]; !known {
+				return step.Step{}, errUnmetAuthentication.WithHintf("Signing in through %s is required, and this server has no such provider.", truncate(id, 64))
+			}
 		}
 	}
+	req.AMR = demanded
+	return s.stepFor(ctx, req, ls, u)
+}
+
+// stepFor is step.Next for this person's session and enrollment.
+func (s *Server) stepFor(ctx context.Context, req step.Request, ls *LoginSession, u *User) (step.Step, error) {
 	enrolled, err := s.mfa.enabled(ctx, u.ID)
 	if err != nil {
-		return "", err
+		return step.Step{}, err
 	}
-	if !enrolled && !slices.Contains(demanded, tokens.MethodOTP) && !slices.Contains(demanded, tokens.MethodMFA) {
-		return "", nil
-	}
-	if fresh(ar, ls.factorAt(tokens.MethodOTP), requestedAt) {
-		return "", nil
-	}
-	if !enrolled {
-		return pageEnroll, nil
-	}
-	return pageOTP, nil
+	return step.Next(req, ls.proved(), step.Enrollment{TOTP: enrolled}), nil
 }
 
 // orgACRPrefix names a target organization in acr_values, so that its
@@ -460,25 +474,6 @@ func (s *Server) demanded(ctx context.Context, ar fosite.AuthorizeRequester, u *
 		demanded = append(demanded, securityOf(o).requirements().AMR...)
 	}
 	return demanded, nil
-}
-
-// fresh says whether a factor completed at `at` still counts for the
-// request: prompt=login wants it done after the request was made, max_age
-// no longer than that many seconds before.
-func fresh(ar fosite.AuthorizeRequester, at, requestedAt time.Time) bool {
-	if at.IsZero() {
-		return false
-	}
-	if prompts(ar).Has("login") && at.Before(requestedAt) {
-		return false
-	}
-	if v := ar.GetRequestForm().Get("max_age"); v != "" {
-		secs, _ := strconv.ParseInt(v, 10, 64) // validated in checkAuthorizeRequest
-		if at.Add(time.Duration(secs) * time.Second).Before(requestedAt) {
-			return false
-		}
-	}
-	return true
 }
 
 // supportedAMR are the methods a request may demand today.

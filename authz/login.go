@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/stepup-dev/stepup/authz/step"
 	"github.com/stepup-dev/stepup/tokens"
 )
 
@@ -123,13 +124,13 @@ func (s *Server) continueLogin(w http.ResponseWriter, r *http.Request, challenge
 		http.Redirect(w, r, "/oauth2/authorize?resume="+challenge, http.StatusSeeOther)
 		return
 	}
-	enrolled, err := s.mfa.enabled(ctx, ls.UserID)
+	st, err := s.stepFor(ctx, step.Request{At: s.cfg.Now()}, ls, &User{ID: ls.UserID})
 	if err != nil {
 		s.authorizeError(w, nil, err)
 		return
 	}
-	if enrolled && ls.factorAt(tokens.MethodOTP).IsZero() {
-		http.Redirect(w, r, pageOTP+"?challenge="+challenge, http.StatusSeeOther)
+	if st.Kind != step.Done {
+		http.Redirect(w, r, pageFor(st)+"?challenge="+challenge, http.StatusSeeOther)
 		return
 	}
 	_ = s.store.Delete(ctx, pendingNS, challenge)

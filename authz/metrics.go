@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stepup-dev/stepup/authz/step"
 )
 
 // metrics are the server's Prometheus counters. Every label takes values
@@ -73,17 +75,16 @@ func amrLabel(amr []string) string {
 	return strings.Join(amr, " ")
 }
 
-// stepUpReason names what a step-up asks for by the page it sends the
-// person to.
-func stepUpReason(next string) string {
-	switch {
-	case next == pageOTP:
+// stepUpReason names what a step-up asks for.
+func stepUpReason(st step.Step) string {
+	switch st.Kind {
+	case step.Code:
 		return "otp"
-	case next == pageEnroll:
+	case step.Enroll:
 		return "mfa_setup"
-	case next == pagePassword:
+	case step.Password:
 		return "reauthenticate"
-	case strings.HasPrefix(next, "/sso/"):
+	case step.SSO:
 		return "sso"
 	}
 	return "other"

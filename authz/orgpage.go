@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/stepup-dev/stepup/authz/directory"
+	"github.com/stepup-dev/stepup/authz/step"
 	"github.com/stepup-dev/stepup/mfa"
-	"github.com/stepup-dev/stepup/tokens"
 )
 
 // An organization's settings pages: General (any member: what the
@@ -50,20 +50,24 @@ func (s *Server) orgGate(w http.ResponseWriter, r *http.Request, back string, ma
 		return nil, nil, false
 	}
 	sec := securityOf(o)
-	missing := tokens.Missing(sec.requirements(), ls.AMR(), ls.AuthTime(), s.cfg.Now())
-	if slices.Contains(missing.AMR, tokens.MethodMFA) {
-		// Signed in with every factor they have, so they have none yet.
+	req := sec.requirements()
+	st, err := s.stepFor(ctx, step.Request{AMR: req.AMR, At: s.cfg.Now()}, ls, u)
+	if err != nil {
+		s.authorizeError(w, nil, err)
+		return nil, nil, false
+	}
+	if _, known := s.sso.byID[st.Provider]; st.Kind == step.SSO && !known {
+		s.showError(w, http.StatusForbidden, "More authentication is required",
+			o.Name+" requires single sign-on through "+st.Provider+", which this server has no provider for. Ask its owners.")
+		return nil, nil, false
+	}
+	if st.Kind != step.Done {
 		id, err := s.savePending(ctx, pendingAuthorization{Return: back, RequestedAt: s.cfg.Now(), Org: o.ID})
 		if err != nil {
 			s.authorizeError(w, nil, err)
 			return nil, nil, false
 		}
-		http.Redirect(w, r, pageEnroll+"?challenge="+id, http.StatusSeeOther)
-		return nil, nil, false
-	}
-	if !missing.Satisfied() {
-		s.showError(w, http.StatusForbidden, "More authentication is required",
-			o.Name+" requires: "+missing.Describe("; ")+". Signing in that way is not available here yet.")
+		http.Redirect(w, r, pageFor(st)+"?challenge="+id, http.StatusSeeOther)
 		return nil, nil, false
 	}
 	q := &orgRequest{user: u, org: o, role: role, sec: sec}

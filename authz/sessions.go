@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stepup-dev/stepup/authz/step"
 	"github.com/stepup-dev/stepup/authz/storage"
 	"github.com/stepup-dev/stepup/tokens"
 )
@@ -84,6 +85,18 @@ func (ls *LoginSession) PrimaryAt() time.Time {
 		}
 	}
 	return t
+}
+
+// proved is what the session has proved, for the step function.
+func (ls *LoginSession) proved() step.Session {
+	out := step.Session{}
+	for _, f := range ls.Factors {
+		out[f.Method] = f.At
+		if strings.HasPrefix(f.Method, tokens.SSOPrefix) && f.Via == "mfa" && f.At.After(out[tokens.MethodMFA]) {
+			out[tokens.MethodMFA] = f.At
+		}
+	}
+	return out
 }
 
 // factorAt is when method was last completed; zero if never.

@@ -69,3 +69,19 @@ func TestChallengeStatesTheWholeRequirement(t *testing.T) {
 		t.Errorf("the description names %q, want only the missing SSO", d)
 	}
 }
+
+// TestConsoleStepsUpToSSO: an organization page whose organization
+// requires its provider sends the browser there and back, asking for
+// nothing else (the step function, shared with the authorization
+// endpoint).
+func TestConsoleStepsUpToSSO(t *testing.T) {
+	f := newFederation(t, false)
+	b := f.browser(t)
+	exchange(t, f.local, b)
+	enroll(t, f.local, b) // acme requires MFA too
+	p := b.get(f.local.Issuer + "/orgs/acme/settings/security")
+	back := f.viaUpstream(t, b, p, "alice")
+	if back.StatusCode != 200 || back.Request.URL.Path != "/orgs/acme/settings/security" || !strings.Contains(back.Body, "User security settings") {
+		t.Fatalf("after the provider: %d at %s", back.StatusCode, back.Request.URL)
+	}
+}
