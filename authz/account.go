@@ -39,6 +39,9 @@ type securityPage struct {
 	// RequiredBy are the person's organizations that require MFA, which
 	// turning it off would lock them out of.
 	RequiredBy []string
+	// PasskeysOn: this server can use passkeys (its issuer is a name).
+	PasskeysOn bool
+	Passkeys   []passkeyView
 }
 
 // account returns the signed-in person for one of our pages, or sends the
@@ -107,6 +110,12 @@ func (s *Server) securityState(w http.ResponseWriter, r *http.Request, u *User, 
 			page.Why = s.stepWhy(ctx, p, u)
 		}
 	}
+	keys, err := s.passkeys.list(ctx, u.ID)
+	if err != nil {
+		s.authorizeError(w, nil, err)
+		return false
+	}
+	page.Passkeys, page.PasskeysOn = passkeyViews(keys), s.passkeys.on()
 	e, err := s.mfa.get(ctx, u.ID)
 	if err != nil {
 		s.authorizeError(w, nil, err)

@@ -395,6 +395,7 @@ const (
 	pagePassword = "/login"
 	pageOTP      = "/login/otp"
 	pageEnroll   = "/account/security"
+	pagePasskey  = "/login/passkey"
 )
 
 // pageFor is the page that collects a step.
@@ -408,6 +409,8 @@ func pageFor(st step.Step) string {
 		return pageEnroll
 	case step.SSO:
 		return ssoLoginPath(st.Provider)
+	case step.Passkey:
+		return pagePasskey
 	}
 	return ""
 }
@@ -446,7 +449,11 @@ func (s *Server) stepFor(ctx context.Context, req step.Request, ls *LoginSession
 	if err != nil {
 		return step.Step{}, err
 	}
-	return step.Next(req, ls.proved(), step.Enrollment{TOTP: enrolled}), nil
+	keys, err := s.passkeys.has(ctx, u.ID)
+	if err != nil {
+		return step.Step{}, err
+	}
+	return step.Next(req, ls.proved(), step.Enrollment{TOTP: enrolled, Passkeys: keys}), nil
 }
 
 // orgACRPrefix names a target organization in acr_values, so that its
@@ -477,7 +484,7 @@ func (s *Server) demanded(ctx context.Context, ar fosite.AuthorizeRequester, u *
 }
 
 // supportedAMR are the methods a request may demand today.
-var supportedAMR = []string{tokens.MethodPassword, tokens.MethodOTP, tokens.MethodMFA}
+var supportedAMR = []string{tokens.MethodPassword, tokens.MethodOTP, tokens.MethodMFA, tokens.MethodPhishingResistant}
 
 // checkAuthorizeRequest refuses, before anyone is asked to log in, a
 // request that could never succeed.

@@ -13,6 +13,8 @@ import (
 
 type loginPage struct {
 	Title, Client, Error, Username, CSRF, Challenge string
+	// Passkeys: passwordless sign-in is offered.
+	Passkeys bool
 	// Note explains why a browser that had a session must sign in again.
 	Note string
 	SSO  []ssoLink
@@ -38,7 +40,7 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
 	page := loginPage{
 		Title: "Sign in", Client: s.clientName(p.Form.Get("client_id")), CSRF: s.csrfToken(w, r), Challenge: challenge,
-		SSO: s.ssoLinks(challenge),
+		SSO: s.ssoLinks(challenge), Passkeys: s.passkeys.on(),
 	}
 	// A session cookie without a session: it expired, or ended elsewhere
 	// (a password change, an administrator). Only then is the store asked.
@@ -70,7 +72,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
 	username, password := strings.TrimSpace(r.PostFormValue("username")), r.PostFormValue("password")
 	page := loginPage{Title: "Sign in", Client: s.clientName(p.Form.Get("client_id")), Username: username, CSRF: s.csrfToken(w, r),
-		Challenge: challenge, SSO: s.ssoLinks(challenge)}
+		Challenge: challenge, SSO: s.ssoLinks(challenge), Passkeys: s.passkeys.on()}
 	if username == "" || password == "" || len(username) > maxCredentialLen || len(password) > maxCredentialLen {
 		page.Error = "Enter your username and password."
 		s.render(w, s.pages.login, http.StatusBadRequest, page)
@@ -139,6 +141,8 @@ func (s *Server) continueLogin(w http.ResponseWriter, r *http.Request, challenge
 
 type otpPage struct {
 	Title, Why, Error, CSRF, Challenge string
+	// Passkeys: the person has one, and may use it instead.
+	Passkeys bool
 }
 
 // otpForm asks for the second factor of a person who has logged in with a
@@ -159,8 +163,13 @@ func (s *Server) otpForm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
+	keys, err := s.passkeys.has(r.Context(), ls.UserID)
+	if err != nil {
+		s.authorizeError(w, nil, err)
+		return
+	}
 	s.render(w, s.pages.otp, http.StatusOK, otpPage{Title: "Two-factor authentication", CSRF: s.csrfToken(w, r), Challenge: challenge,
-		Why: s.stepWhy(r.Context(), p, &User{ID: ls.UserID})})
+		Why: s.stepWhy(r.Context(), p, &User{ID: ls.UserID}), Passkeys: keys})
 }
 
 func (s *Server) otpSubmit(w http.ResponseWriter, r *http.Request) {
@@ -283,6 +292,8 @@ func (s *Server) methodWords(amr []string) string {
 		switch {
 		case m == tokens.MethodMFA:
 			parts = append(parts, "multi-factor authentication")
+		case m == tokens.MethodPhishingResistant:
+			parts = append(parts, "phishing-resistant multi-factor authentication (a passkey)")
 		case m == tokens.MethodOTP:
 			parts = append(parts, "a code from an authenticator app")
 		case strings.HasPrefix(m, tokens.SSOPrefix):

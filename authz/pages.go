@@ -16,7 +16,7 @@ var webFS embed.FS
 
 type pages struct {
 	login, message, otp, security, orgSecurity, invite, password *template.Template
-	home, profile, orgGeneral, orgMembers                        *template.Template
+	home, profile, orgGeneral, orgMembers, passkey               *template.Template
 	css, js                                                      []byte
 }
 
@@ -50,7 +50,7 @@ func newPages() (*pages, error) {
 	for _, t := range []struct {
 		into **template.Template
 		name string
-	}{{&p.home, "home.html"}, {&p.profile, "profile.html"}, {&p.orgGeneral, "org_general.html"}, {&p.orgMembers, "org_members.html"}} {
+	}{{&p.home, "home.html"}, {&p.profile, "profile.html"}, {&p.orgGeneral, "org_general.html"}, {&p.orgMembers, "org_members.html"}, {&p.passkey, "passkey.html"}} {
 		if *t.into, err = parse(t.name); err != nil {
 			return nil, err
 		}
@@ -224,5 +224,5 @@ func allowFormTarget(w http.ResponseWriter, redirectURI string) {
 	if isLoopbackHost(u.Hostname()) {
 		origin = u.Scheme + "://" + hostForCSP(u.Hostname()) + ":*"
 	}
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self' "+origin+"; frame-ancestors 'none'; base-uri 'none'")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self' "+origin+"; frame-ancestors 'none'; base-uri 'none'")
 }

@@ -205,6 +205,7 @@ type Server struct {
 	mfa           *secondFactors
 	ssh           *sshAuthority
 	sso           *upstreams
+	passkeys      *passkeys
 	pages         *pages
 	// csrfKey and the token HMAC key are derived from the secret, each for
 	// one purpose.
@@ -268,6 +269,9 @@ func New(cfg Config) (*Server, error) {
 	// A rotated CA stays trusted a day: longer than any certificate (an
 	// hour) plus any gateway's cache of the authority list.
 	s.ssh = newSSHAuthority(cfg.Store, box, issuer.Hostname(), cfg.SSHCARotation, 24*time.Hour, cfg.Now)
+	if s.passkeys, err = newPasskeys(cfg.Store, issuer, cfg.Now); err != nil {
+		return nil, err
+	}
 	s.sso = &upstreams{byID: map[string]*SSOProvider{}, providers: map[string]*oidc.Provider{},
 		callback: func(id string) string { return cfg.Issuer + "/sso/" + id + "/callback" }}
 	for i := range cfg.SSOProviders {

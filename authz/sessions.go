@@ -33,7 +33,8 @@ type Factor struct {
 	At     time.Time `json:"at"`
 	// Via tells how, where a method has several ways: "recovery" for an
 	// otp factor completed with a recovery code; "mfa" for an SSO login the
-	// trusted upstream did with multiple factors.
+	// trusted upstream did with multiple factors; "uv" for a key that
+	// verified the person.
 	Via string `json:"via,omitempty"`
 }
 
@@ -46,6 +47,9 @@ func (ls *LoginSession) AMR() []string {
 	for _, f := range ls.Factors {
 		methods = append(methods, f.Method)
 		upstreamMFA = upstreamMFA || (strings.HasPrefix(f.Method, tokens.SSOPrefix) && f.Via == "mfa")
+		if tokens.IsKey(f.Method) && f.Via == viaUserVerified {
+			methods = append(methods, tokens.MethodUser)
+		}
 	}
 	return tokens.AMR(methods, upstreamMFA)
 }
@@ -94,6 +98,9 @@ func (ls *LoginSession) proved() step.Session {
 		out[f.Method] = f.At
 		if strings.HasPrefix(f.Method, tokens.SSOPrefix) && f.Via == "mfa" && f.At.After(out[tokens.MethodMFA]) {
 			out[tokens.MethodMFA] = f.At
+		}
+		if tokens.IsKey(f.Method) && f.Via == viaUserVerified && f.At.After(out[tokens.MethodUser]) {
+			out[tokens.MethodUser] = f.At
 		}
 	}
 	return out

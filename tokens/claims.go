@@ -29,28 +29,49 @@ const (
 	MethodPassword = "pwd"
 	MethodOTP      = "otp"
 	MethodMFA      = "mfa"
+	// MethodHardwareKey and MethodSoftwareKey are a passkey or security
+	// key (WebAuthn): hwk, except swk for a platform authenticator that
+	// gave no attestation of its hardware.
+	MethodHardwareKey = "hwk"
+	MethodSoftwareKey = "swk"
+	// MethodUser is user verification (a PIN or biometric) on the key.
+	MethodUser = "user"
+	// MethodPhishingResistant is derived, as mfa is: multi-factor
+	// authentication in which a key took part, whose assertion is bound to
+	// this site and cannot be relayed by a look-alike. Not an RFC 8176
+	// value; the name follows the OpenID EAP "phr".
+	MethodPhishingResistant = "phr"
 	// SSOPrefix starts the method of a login through an upstream provider:
 	// "sso:acme".
 	SSOPrefix = "sso:"
 )
 
+// IsKey reports whether a method is a passkey or security key.
+func IsKey(m string) bool { return m == MethodHardwareKey || m == MethodSoftwareKey }
+
 // SSOMethod is the amr value of a login through provider id.
 func SSOMethod(id string) string { return SSOPrefix + id }
 
 // AMR turns the factors a person completed into the amr claim: each method
-// once, in a stable order, and "mfa" when a second factor (otp) came on top
-// of a primary login (password or SSO). upstreamMFA is an SSO provider's own
-// mfa, counted only where that provider is trusted for it.
+// once, in a stable order; "mfa" when something the person has (otp, a
+// key) came on top of a primary login (password or SSO), or a key verified
+// the person itself (user); and "phr" when such MFA included a key.
+// upstreamMFA is an SSO provider's own mfa, counted only where that
+// provider is trusted for it.
 func AMR(factors []string, upstreamMFA bool) []string {
 	var out []string
-	primary, second := false, false
+	primary, second, key, user := false, false, false, false
 	for _, f := range factors {
 		switch {
 		case f == MethodPassword || strings.HasPrefix(f, SSOPrefix):
 			primary = true
 		case f == MethodOTP:
 			second = true
-		case f == MethodMFA:
+		case IsKey(f):
+			second, key = true, true
+		case f == MethodUser:
+			user = true
+		case f == MethodMFA, f == MethodPhishingResistant:
 			continue // derived, never taken on trust from the input
 		}
 		if !slices.Contains(out, f) {
@@ -58,8 +79,12 @@ func AMR(factors []string, upstreamMFA bool) []string {
 		}
 	}
 	slices.Sort(out)
-	if (primary && second) || upstreamMFA {
+	mfa := (primary && second) || (key && user) || upstreamMFA
+	if mfa {
 		out = append(out, MethodMFA)
+	}
+	if mfa && key {
+		out = append(out, MethodPhishingResistant)
 	}
 	return out
 }

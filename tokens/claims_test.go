@@ -20,6 +20,12 @@ func TestAMR(t *testing.T) {
 		{"fail/otp-alone-is-not-mfa", []string{"otp"}, false, []string{"otp"}},
 		{"fail/claimed-mfa-is-ignored", []string{"pwd", "mfa"}, false, []string{"pwd"}},
 		{"fail/two-primaries-are-not-mfa", []string{"pwd", "sso:acme"}, false, []string{"pwd", "sso:acme"}},
+		{"ok/password+security-key", []string{"pwd", "hwk"}, false, []string{"hwk", "pwd", "mfa", "phr"}},
+		{"ok/passwordless-verified-passkey", []string{"swk", "user"}, false, []string{"swk", "user", "mfa", "phr"}},
+		{"ok/password+otp+passkey", []string{"pwd", "otp", "swk"}, false, []string{"otp", "pwd", "swk", "mfa", "phr"}},
+		{"fail/key-without-verification-alone", []string{"hwk"}, false, []string{"hwk"}},
+		{"fail/claimed-phr-is-ignored", []string{"pwd", "otp", "phr"}, false, []string{"otp", "pwd", "mfa"}},
+		{"fail/upstream-mfa-is-not-phishing-resistant", []string{"sso:acme"}, true, []string{"sso:acme", "mfa"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := AMR(tc.factors, tc.upstream); !slices.Equal(got, tc.want) {

@@ -113,6 +113,8 @@ func describeMethod(m string) string {
 	switch {
 	case m == MethodMFA:
 		return "Multi-factor authentication (MFA)"
+	case m == MethodPhishingResistant:
+		return "Phishing-resistant multi-factor authentication (passkey)"
 	case m == MethodOTP:
 		return "A code from an authenticator app (OTP)"
 	case m == MethodPassword:

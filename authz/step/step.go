@@ -21,10 +21,13 @@ const (
 	Password
 	// Code: a code from the person's authenticator app.
 	Code
-	// Enroll: set up an authenticator first, then it counts as the code.
+	// Enroll: set up an authenticator app or a passkey first; doing so
+	// counts as the factor.
 	Enroll
 	// SSO: a trip to the provider named in Step.Provider.
 	SSO
+	// Passkey: a passkey or security key.
+	Passkey
 )
 
 func (k Kind) String() string {
@@ -39,6 +42,8 @@ func (k Kind) String() string {
 		return "enroll"
 	case SSO:
 		return "sso"
+	case Passkey:
+		return "passkey"
 	}
 	return "unknown"
 }
@@ -64,20 +69,24 @@ type Request struct {
 }
 
 // Session is what the browser's session has proved: when each method was
-// last completed. A nil or empty map is nobody signed in. "mfa" is there
-// only when a trusted provider did multi-factor authentication itself
-// (at the time of that SSO login).
+// last completed. A nil or empty map is nobody signed in. "user" is when a
+// key last verified the person. "mfa" is there only when a trusted
+// provider did multi-factor authentication itself (at the time of that
+// SSO login).
 type Session map[string]time.Time
 
 // Enrollment is the second factors the person has set up.
 type Enrollment struct {
-	TOTP bool
+	TOTP     bool
+	Passkeys bool
 }
 
-// Next is the one step function. The person signs in first (password or a
-// provider); then each demanded provider they have not been through; then
-// a second factor if they have one (every login uses every factor the
-// person has) or the request demands one, setting up an authenticator
+// Next is the one step function. The person signs in first (password, a
+// provider, or a passkey that verified them); then each demanded provider
+// they have not been through; then a second factor if they have one
+// (every login uses every factor the person has) or the request demands
+// one: a key where it must resist phishing, the code where a code is
+// named, else the code or a passkey, whichever they have, setting one up
 // first when they have none.
 func Next(r Request, s Session, e Enrollment) Step {
 	if !r.Fresh(primaryAt(s)) {
@@ -88,15 +97,46 @@ func Next(r Request, s Session, e Enrollment) Step {
 			return Step{Kind: SSO, Provider: id}
 		}
 	}
-	upstreamMFA := r.Fresh(s[tokens.MethodMFA])
-	wantsCode := e.TOTP || slices.Contains(r.AMR, tokens.MethodOTP) || slices.Contains(r.AMR, tokens.MethodMFA) && !upstreamMFA
+	key := r.Fresh(keyAt(s))
+	code := r.Fresh(s[tokens.MethodOTP])
+	verified := key && r.Fresh(s[tokens.MethodUser])
+	demands := func(m string) bool { return slices.Contains(r.AMR, m) }
 	switch {
-	case !wantsCode || r.Fresh(s[tokens.MethodOTP]):
-		return Step{Kind: Done}
-	case !e.TOTP:
-		return Step{Kind: Enroll}
+	case demands(tokens.MethodPhishingResistant) && !key:
+		return enrollOr(e.Passkeys, Passkey)
+	case demands(tokens.MethodOTP) && !code:
+		return enrollOr(e.TOTP, Code)
 	}
-	return Step{Kind: Code}
+	wantsSecond := e.TOTP || e.Passkeys || demands(tokens.MethodMFA) && !r.Fresh(s[tokens.MethodMFA]) && !verified
+	switch {
+	case !wantsSecond || code || key:
+		return Step{Kind: Done}
+	case e.TOTP:
+		return Step{Kind: Code} // its page offers a passkey too, if there is one
+	case e.Passkeys:
+		return Step{Kind: Passkey}
+	}
+	return Step{Kind: Enroll}
+}
+
+// enrollOr is kind when the person has that factor, else setting it up.
+func enrollOr(has bool, kind Kind) Step {
+	if has {
+		return Step{Kind: kind}
+	}
+	return Step{Kind: Enroll}
+}
+
+// keyAt is when a passkey or security key was last used.
+func keyAt(s Session) time.Time {
+	return latest(s[tokens.MethodHardwareKey], s[tokens.MethodSoftwareKey])
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // Fresh says whether a factor completed at `at` still counts.
@@ -113,13 +153,16 @@ func (r Request) Fresh(at time.Time) bool {
 }
 
 // primaryAt is when the person last proved who they are with a first
-// factor (password or SSO).
+// factor: a password, a provider, or a key that verified them.
 func primaryAt(s Session) time.Time {
 	var t time.Time
 	for m, at := range s {
-		if (m == tokens.MethodPassword || strings.HasPrefix(m, tokens.SSOPrefix)) && at.After(t) {
-			t = at
+		if m == tokens.MethodPassword || strings.HasPrefix(m, tokens.SSOPrefix) {
+			t = latest(t, at)
 		}
+	}
+	if !s[tokens.MethodUser].IsZero() {
+		t = latest(t, keyAt(s))
 	}
 	return t
 }

@@ -31,9 +31,13 @@ var (
 		"sso:other":        {"sso:other": ago(time.Minute)},
 		// A trusted provider that did MFA itself.
 		"sso:acme+mfa": {"sso:acme": ago(time.Minute), "mfa": ago(time.Minute)},
+		"pwd+hwk":      {"pwd": ago(time.Minute), "hwk": ago(time.Minute)},
+		"swk+user":     {"swk": ago(time.Minute), "user": ago(time.Minute)},
+		"hwk":          {"hwk": ago(time.Minute)},
 	}
-	enrollments = map[string]step.Enrollment{"none": {}, "totp": {TOTP: true}}
-	requests    = map[string]step.Request{
+	enrollments = map[string]step.Enrollment{"none": {}, "totp": {TOTP: true}, "passkey": {Passkeys: true},
+		"both": {TOTP: true, Passkeys: true}}
+	requests = map[string]step.Request{
 		"nothing":          {At: now},
 		"mfa":              {AMR: []string{"mfa"}, At: now},
 		"otp":              {AMR: []string{"otp"}, At: now},
@@ -43,6 +47,8 @@ var (
 		"mfa+max-age-1h":   {AMR: []string{"mfa"}, MaxAge: minutes(60), At: now},
 		"prompt=login":     {Login: true, At: ago(30 * time.Second)},
 		"prompt=login+mfa": {AMR: []string{"mfa"}, Login: true, At: ago(30 * time.Second)},
+		"phr":              {AMR: []string{"phr"}, At: now},
+		"mfa+phr+sso:acme": {AMR: []string{"mfa", "phr", "sso:acme"}, At: now},
 	}
 )
 
@@ -74,6 +80,17 @@ func TestNext(t *testing.T) {
 		{"sso:acme+mfa", "none", "mfa+sso:acme", step.Step{Kind: step.Done}},
 		{"sso:acme+mfa", "totp", "mfa", step.Step{Kind: step.Code}}, // every factor the person has
 		{"sso:acme+mfa", "none", "otp", step.Step{Kind: step.Enroll}},
+		// Passkeys: a second factor, a first one when they verify the person,
+		// and the one way to phishing-resistant MFA.
+		{"pwd", "passkey", "nothing", step.Step{Kind: step.Passkey}},
+		{"pwd", "both", "mfa", step.Step{Kind: step.Code}},
+		{"pwd+hwk", "passkey", "mfa", step.Step{Kind: step.Done}},
+		{"swk+user", "passkey", "mfa", step.Step{Kind: step.Done}},
+		{"swk+user", "both", "nothing", step.Step{Kind: step.Done}},
+		{"hwk", "passkey", "nothing", step.Step{Kind: step.Password}}, // a key that did not verify the person is no login
+		{"pwd+otp", "both", "phr", step.Step{Kind: step.Passkey}},
+		{"pwd+otp", "totp", "phr", step.Step{Kind: step.Enroll}},
+		{"pwd+hwk", "passkey", "otp", step.Step{Kind: step.Enroll}},
 	} {
 		t.Run(fmt.Sprintf("%s/%s/%s", tc.session, tc.enrollment, tc.request), func(t *testing.T) {
 			if got := step.Next(requests[tc.request], sessions[tc.session], enrollments[tc.enrollment]); got != tc.want {
@@ -114,8 +131,19 @@ func TestNextNeverAsksTwice(t *testing.T) {
 						case step.Password:
 							s[tokens.MethodPassword] = at
 						case step.Enroll:
-							e.TOTP = true
-							s[tokens.MethodOTP] = at
+							// What the page offers: a passkey where one is needed.
+							if slices.Contains(r.AMR, tokens.MethodPhishingResistant) && s[tokens.MethodHardwareKey].IsZero() && s[tokens.MethodSoftwareKey].IsZero() {
+								e.Passkeys = true
+								s[tokens.MethodSoftwareKey], s[tokens.MethodUser] = at, at
+							} else {
+								e.TOTP = true
+								s[tokens.MethodOTP] = at
+							}
+						case step.Passkey:
+							if !e.Passkeys {
+								t.Fatal("asked for a passkey of a person without one")
+							}
+							s[tokens.MethodHardwareKey] = at
 						case step.Code:
 							if !e.TOTP {
 								t.Fatal("asked for a code of a person without an authenticator")
@@ -134,8 +162,9 @@ func TestNextNeverAsksTwice(t *testing.T) {
 					if missing := tokens.Missing(req, tokens.AMR(methods, upstreamMFA), r.At, r.At); !missing.Satisfied() {
 						t.Errorf("done after %v, but %v is missing", asked, missing.AMR)
 					}
-					if e.TOTP && !r.Fresh(s[tokens.MethodOTP]) {
-						t.Errorf("done after %v without the code of a person who has an authenticator", asked)
+					possession := r.Fresh(s[tokens.MethodOTP]) || r.Fresh(s[tokens.MethodHardwareKey]) || r.Fresh(s[tokens.MethodSoftwareKey])
+					if (e.TOTP || e.Passkeys) && !possession {
+						t.Errorf("done after %v without the second factor of a person who has one", asked)
 					}
 				})
 			}
