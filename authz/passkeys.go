@@ -693,7 +693,7 @@ func (s *Server) passkeyContinue(w http.ResponseWriter, r *http.Request) {
 
 // passkeyViews are a person's keys as the security page lists them.
 type passkeyView struct {
-	ID, Name, Method string
+	ID, Name, Method  string
 	Created, LastUsed when
 }
 
@@ -704,4 +704,3 @@ func passkeyViews(keys []passkey) []passkeyView {
 	}
 	return out
 }
-
