@@ -11,8 +11,10 @@ type Org struct {
 	// MFARequired and SSOProvider seed what the organization demands of
 	// every member's authentication; see orgSecurity.
 	MFARequired bool
-	SSOProvider string
-	Members     []Member
+	// PhishingResistant requires MFA with a passkey or security key.
+	PhishingResistant bool
+	SSOProvider       string
+	Members           []Member
 }
 
 // Member is a user's role in an organization: owner, admin or member.

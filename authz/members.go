@@ -45,7 +45,7 @@ func (s *Server) createOrg(w http.ResponseWriter, r *http.Request) {
 }
 
 func orgView(o *directory.Org) map[string]any {
-	return map[string]any{"id": o.ID, "name": o.Name, "mfa_required": o.MFARequired, "sso_provider": o.SSOProvider}
+	return map[string]any{"id": o.ID, "name": o.Name, "mfa_required": o.MFARequired, "phishing_resistant": o.PhishingResistant, "sso_provider": o.SSOProvider}
 }
 
 // auditOrLog records an event; the change it describes is made already,

@@ -328,9 +328,12 @@ func (s *Server) sentWords(what, to string) string {
 
 type orgSecurityPage struct {
 	orgFrame
-	MFARequired bool
-	// OwnMFA: the caller has MFA, without which they may not require it.
-	OwnMFA      bool
+	MFARequired, PhishingResistant bool
+	// OwnMFA, OwnPasskey: what the caller has, without which they may not
+	// require it.
+	OwnMFA, OwnPasskey bool
+	// PasskeysOn: this server can use passkeys.
+	PasskeysOn bool
 	SSOProvider string
 	Providers   []providerOption
 	Members     []securityRow
@@ -355,10 +358,15 @@ func (s *Server) renderOrgSecurity(w http.ResponseWriter, r *http.Request, q *or
 		s.authorizeError(w, nil, err)
 		return
 	}
-	if page.OwnMFA, err = s.mfa.enabled(ctx, q.user.ID); err != nil {
+	if page.OwnMFA, err = s.hasSecondFactor(ctx, q.user.ID); err != nil {
 		s.authorizeError(w, nil, err)
 		return
 	}
+	if page.OwnPasskey, err = s.passkeys.has(ctx, q.user.ID); err != nil {
+		s.authorizeError(w, nil, err)
+		return
+	}
+	page.PasskeysOn = s.passkeys.on()
 	now := s.cfg.Now()
 	for _, m := range members {
 		row := securityRow{ID: m.ID, Username: m.Username, Email: m.Email, Role: m.Role, MFAEnabled: m.MFAEnabled, Self: m.ID == q.user.ID}
@@ -377,7 +385,7 @@ func (s *Server) renderOrgSecurity(w http.ResponseWriter, r *http.Request, q *or
 		page.Providers = append(page.Providers, providerOption{ID: id, Name: s.sso.displayName(id)})
 	}
 	s.fill(w, r, q, orgs, "security", &page.orgFrame)
-	page.MFARequired, page.SSOProvider = q.sec.MFARequired, q.sec.SSOProvider
+	page.MFARequired, page.PhishingResistant, page.SSOProvider = q.sec.MFARequired, q.sec.PhishingResistant, q.sec.SSOProvider
 	s.render(w, s.pages.orgSecurity, status, page)
 }
 
@@ -397,23 +405,31 @@ func (s *Server) orgSettingsPost(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var mfaRequired *bool
-	var provider *string
-	if v, ok := r.PostForm["mfa_required"]; ok {
+	var c securityChange
+	switchOf := func(name string) *bool {
+		v, ok := r.PostForm[name]
+		if !ok {
+			return nil
+		}
 		on := len(v) > 0 && v[0] == "on"
-		mfaRequired = &on
+		return &on
 	}
+	c.MFARequired, c.PhishingResistant = switchOf("mfa_required"), switchOf("phishing_resistant")
 	if v, ok := r.PostForm["sso_provider"]; ok && len(v) > 0 {
-		provider = &v[0]
+		c.SSOProvider = &v[0]
 	}
+	mfaRequired := c.MFARequired
 	var page orgSecurityPage
 	status := http.StatusOK
-	switch err := s.updateSecurity(r.Context(), q, mfaRequired, provider); {
-	case mfaRequired == nil && provider == nil:
-		status, page.Error = http.StatusBadRequest, "Nothing to change: use the Enable switch or the SSO choice."
+	switch err := s.updateSecurity(r.Context(), q, c); {
+	case c.empty():
+		status, page.Error = http.StatusBadRequest, "Nothing to change: use an Enable switch or the SSO choice."
 	case errors.Is(err, errNeedOwnMFA):
 		status, page.Error = http.StatusConflict, errNeedOwnMFA.Error()+"; then you can require it for "+q.org.Name+"."
 		page.ErrorLink, page.ErrorLinkText = "/account/security", "Set up multi-factor authentication"
+	case errors.Is(err, errNeedOwnPasskey):
+		status, page.Error = http.StatusConflict, errNeedOwnPasskey.Error()+"; then you can require phishing-resistant MFA for "+q.org.Name+"."
+		page.ErrorLink, page.ErrorLinkText = "/account/security", "Add a passkey"
 	case errors.Is(err, errUnknownProvider):
 		status, page.Error = http.StatusBadRequest, "There is no such SSO provider."
 	case err != nil:
@@ -423,6 +439,10 @@ func (s *Server) orgSettingsPost(w http.ResponseWriter, r *http.Request) {
 		page.Notice = "MFA is now required: every member of " + q.org.Name + " needs multi-factor authentication to continue."
 	case mfaRequired != nil:
 		page.Notice = "MFA is no longer required for " + q.org.Name + "."
+	case c.PhishingResistant != nil && *c.PhishingResistant:
+		page.Notice = "Phishing-resistant MFA is now required: every member of " + q.org.Name + " needs a passkey or security key to continue."
+	case c.PhishingResistant != nil:
+		page.Notice = "Phishing-resistant MFA is no longer required for " + q.org.Name + "."
 	default:
 		page.Notice = "Saved."
 	}

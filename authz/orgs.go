@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,14 +18,19 @@ import (
 // authentication. The config seeds it; owners and admins change it at run
 // time, and the store's copy wins from then on.
 type orgSecurity struct {
-	MFARequired bool   `json:"mfa_required"`
-	SSOProvider string `json:"sso_provider"`
+	MFARequired bool `json:"mfa_required"`
+	// PhishingResistant requires MFA with a passkey or security key (phr).
+	PhishingResistant bool   `json:"phishing_resistant,omitempty"`
+	SSOProvider       string `json:"sso_provider"`
 }
 
 func (sec orgSecurity) requirements() tokens.Requirements {
 	r := tokens.Requirements{AMR: []string{}}
 	if sec.MFARequired {
 		r.AMR = append(r.AMR, tokens.MethodMFA)
+	}
+	if sec.PhishingResistant {
+		r.AMR = append(r.AMR, tokens.MethodPhishingResistant)
 	}
 	if sec.SSOProvider != "" {
 		r.AMR = append(r.AMR, tokens.SSOMethod(sec.SSOProvider))
@@ -110,7 +116,7 @@ func (q *orgRequest) admin(w http.ResponseWriter) bool {
 
 func (q *orgRequest) view() map[string]any {
 	o := *q.org
-	o.MFARequired, o.SSOProvider = q.sec.MFARequired, q.sec.SSOProvider
+	o.MFARequired, o.PhishingResistant, o.SSOProvider = q.sec.MFARequired, q.sec.PhishingResistant, q.sec.SSOProvider
 	return orgView(&o)
 }
 
@@ -128,21 +134,20 @@ func (s *Server) patchOrgSecurity(w http.ResponseWriter, r *http.Request) {
 	if !ok || !q.admin(w) {
 		return
 	}
-	var body struct {
-		MFARequired *bool   `json:"mfa_required"`
-		SSOProvider *string `json:"sso_provider"`
-	}
+	var body securityChange
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil || (body.MFARequired == nil && body.SSOProvider == nil) {
-		writeError(w, http.StatusBadRequest, "invalid_request", `Send a JSON object with "mfa_required" (true or false), "sso_provider" (a provider id, or "" for none), or both.`)
+	if err := dec.Decode(&body); err != nil || body.empty() {
+		writeError(w, http.StatusBadRequest, "invalid_request", `Send a JSON object with "mfa_required" (true or false), "phishing_resistant" (true or false), "sso_provider" (a provider id, or "" for none), or several.`)
 		return
 	}
-	switch err := s.updateSecurity(ctx, q, body.MFARequired, body.SSOProvider); {
+	switch err := s.updateSecurity(ctx, q, body); {
 	case errors.Is(err, errUnknownProvider):
 		writeError(w, http.StatusBadRequest, "invalid_request", "There is no SSO provider "+truncate(*body.SSOProvider, 64)+" in this server's configuration.")
 	case errors.Is(err, errNeedOwnMFA):
 		writeError(w, http.StatusConflict, "mfa_not_enabled", errNeedOwnMFA.Error()+" at "+s.cfg.Issuer+"/account/security; then you can require it for the organization.")
+	case errors.Is(err, errNeedOwnPasskey):
+		writeError(w, http.StatusConflict, "passkey_not_registered", errNeedOwnPasskey.Error()+" at "+s.cfg.Issuer+"/account/security; then you can require phishing-resistant MFA for the organization.")
 	case err != nil:
 		s.storeOrInternal(w, err)
 	default:
@@ -153,32 +158,51 @@ func (s *Server) patchOrgSecurity(w http.ResponseWriter, r *http.Request) {
 var (
 	errUnknownProvider = errors.New("no such SSO provider")
 	errNeedOwnMFA      = errors.New("Turn on multi-factor authentication for your own account first")
+	errNeedOwnPasskey  = errors.New("Add a passkey or security key to your own account first")
 )
 
-// updateSecurity changes an organization's settings (nil: unchanged) for
-// an owner or admin, records it in the audit log, and updates q.sec.
-func (s *Server) updateSecurity(ctx context.Context, q *orgRequest, mfaRequired *bool, ssoProvider *string) error {
-	if _, known := s.sso.byID[deref(ssoProvider)]; ssoProvider != nil && *ssoProvider != "" && !known {
+// securityChange is a change of an organization's settings; nil fields
+// stay as they are.
+type securityChange struct {
+	MFARequired       *bool   `json:"mfa_required"`
+	PhishingResistant *bool   `json:"phishing_resistant"`
+	SSOProvider       *string `json:"sso_provider"`
+}
+
+func (c securityChange) empty() bool {
+	return c.MFARequired == nil && c.PhishingResistant == nil && c.SSOProvider == nil
+}
+
+// updateSecurity changes an organization's settings for an owner or
+// admin, records it in the audit log, and updates q.sec. One may require
+// a factor only after having it: MFA (an authenticator app or a passkey),
+// or a passkey for phishing-resistant MFA.
+func (s *Server) updateSecurity(ctx context.Context, q *orgRequest, c securityChange) error {
+	if _, known := s.sso.byID[deref(c.SSOProvider)]; c.SSOProvider != nil && *c.SSOProvider != "" && !known {
 		return errUnknownProvider
 	}
-	if mfaRequired != nil && *mfaRequired && !q.sec.MFARequired {
-		enrolled, err := s.mfa.enabled(ctx, q.user.ID)
-		if err != nil {
-			return err
+	if c.MFARequired != nil && *c.MFARequired && !q.sec.MFARequired {
+		if has, err := s.hasSecondFactor(ctx, q.user.ID); err != nil || !has {
+			return cmp.Or(err, errNeedOwnMFA)
 		}
-		if !enrolled {
-			return errNeedOwnMFA
+	}
+	if c.PhishingResistant != nil && *c.PhishingResistant && !q.sec.PhishingResistant {
+		if has, err := s.passkeys.has(ctx, q.user.ID); err != nil || !has {
+			return cmp.Or(err, errNeedOwnPasskey)
 		}
 	}
 	sec := q.sec
-	if mfaRequired != nil {
-		sec.MFARequired = *mfaRequired
+	if c.MFARequired != nil {
+		sec.MFARequired = *c.MFARequired
 	}
-	if ssoProvider != nil {
-		sec.SSOProvider = *ssoProvider
+	if c.PhishingResistant != nil {
+		sec.PhishingResistant = *c.PhishingResistant
+	}
+	if c.SSOProvider != nil {
+		sec.SSOProvider = *c.SSOProvider
 	}
 	if _, err := s.people.UpdateOrg(ctx, q.org.ID, func(o *directory.Org) error {
-		o.MFARequired, o.SSOProvider = sec.MFARequired, sec.SSOProvider
+		o.MFARequired, o.PhishingResistant, o.SSOProvider = sec.MFARequired, sec.PhishingResistant, sec.SSOProvider
 		return nil
 	}); err != nil {
 		return err
@@ -221,6 +245,10 @@ func (s *Server) memberViews(ctx context.Context, org string, members []director
 	if err != nil {
 		return nil, err
 	}
+	keys, err := s.store.GetMany(ctx, passkeysNS, ids...)
+	if err != nil {
+		return nil, err
+	}
 	reminded, err := s.store.GetMany(ctx, remindedNS, reminderKeys...)
 	if err != nil {
 		return nil, err
@@ -232,7 +260,7 @@ func (s *Server) memberViews(ctx context.Context, org string, members []director
 	out := make([]memberView, 0, len(members))
 	for i, m := range members {
 		v := memberView{ID: m.User.ID, Username: m.User.Username, Email: m.User.Email, Role: m.Role,
-			MFAEnabled: enrolled[i] != nil, SSOProviders: []string{}}
+			MFAEnabled: enrolled[i] != nil || keys[i] != nil && s.passkeys.on(), SSOProviders: []string{}}
 		if reminded[i] != nil {
 			at := string(reminded[i])
 			v.LastRemindedAt = &at

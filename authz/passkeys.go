@@ -704,3 +704,12 @@ func passkeyViews(keys []passkey) []passkeyView {
 	}
 	return out
 }
+
+// hasSecondFactor reports whether the person has MFA: an authenticator
+// app, or a passkey.
+func (s *Server) hasSecondFactor(ctx context.Context, userID string) (bool, error) {
+	if on, err := s.mfa.enabled(ctx, userID); err != nil || on {
+		return on, err
+	}
+	return s.passkeys.has(ctx, userID)
+}

@@ -47,7 +47,8 @@ func (p *people) seed(ctx context.Context) error {
 	}
 	specs := make([]directory.SeedOrgSpec, 0, len(p.orgs))
 	for _, o := range p.orgs {
-		spec := directory.SeedOrgSpec{Org: directory.Org{ID: o.ID, Name: o.Name, MFARequired: o.MFARequired, SSOProvider: o.SSOProvider}}
+		spec := directory.SeedOrgSpec{Org: directory.Org{ID: o.ID, Name: o.Name, MFARequired: o.MFARequired,
+			PhishingResistant: o.PhishingResistant, SSOProvider: o.SSOProvider}}
 		if data, err := p.kv.Get(ctx, orgSecurityNS, o.ID); err == nil {
 			var sec orgSecurity
 			if json.Unmarshal(data, &sec) == nil {
@@ -177,5 +178,5 @@ func (s *Server) allMembers(ctx context.Context, org string) ([]directory.Member
 }
 
 func securityOf(o *directory.Org) orgSecurity {
-	return orgSecurity{MFARequired: o.MFARequired, SSOProvider: o.SSOProvider}
+	return orgSecurity{MFARequired: o.MFARequired, PhishingResistant: o.PhishingResistant, SSOProvider: o.SSOProvider}
 }

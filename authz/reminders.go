@@ -105,7 +105,7 @@ func (s *Server) remind(ctx context.Context, q *orgRequest, userID string) (stri
 	} else if err != nil {
 		return "", err
 	}
-	if enrolled, err := s.mfa.enabled(ctx, userID); err != nil {
+	if enrolled, err := s.hasSecondFactor(ctx, userID); err != nil {
 		return "", err
 	} else if enrolled {
 		return "mfa_enabled", nil

@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/stepup-dev/stepup/authz"
 )
 
 // TestSSOStepUpKeepsFactors: a person signed in with a password and a code
@@ -83,5 +86,41 @@ func TestConsoleStepsUpToSSO(t *testing.T) {
 	back := f.viaUpstream(t, b, p, "alice")
 	if back.StatusCode != 200 || back.Request.URL.Path != "/orgs/acme/settings/security" || !strings.Contains(back.Body, "User security settings") {
 		t.Fatalf("after the provider: %d at %s", back.StatusCode, back.Request.URL)
+	}
+}
+
+// TestPhishingResistantRequirement: an organization that requires
+// phishing-resistant MFA refuses a token with a code (amr phr in the
+// challenge, named in words) and says so to resource servers; an owner
+// may turn it on only with a passkey of her own.
+func TestPhishingResistantRequirement(t *testing.T) {
+	ts := newTestServer(t, func(c *authz.Config) {
+		withTeam(c)
+		c.Orgs = append(c.Orgs, authz.Org{ID: "vault", Name: "Vault", PhishingResistant: true,
+			Members: []authz.Member{{UserID: "u_alice", Role: "owner"}, {UserID: "u_bob", Role: "member"}}})
+	})
+	b, _ := loginAs(t, ts, "alice")
+	enroll(t, ts, b)
+	cfg := cliConfig(ts.Issuer, "53682")
+	v := oauth2.GenerateVerifier()
+	tok := tokensFrom(t, ts, b.get(cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v), oauth2.SetAuthURLParam("amr", "mfa"))), v)
+	status, h, body := call(t, "GET", ts.Issuer+"/api/orgs/vault", tok.AccessToken, nil)
+	if status != 401 || !strings.Contains(h.Get("WWW-Authenticate"), `amr="phr"`) ||
+		!strings.Contains(body["error_description"].(string), "Phishing-resistant multi-factor authentication (passkey)") {
+		t.Fatalf("a token with a code at a phishing-resistant organization: %d %s %v", status, h.Get("WWW-Authenticate"), body)
+	}
+	svc, err := (&clientcredentials.Config{ClientID: svcClient, ClientSecret: svcSecret,
+		TokenURL: ts.Issuer + "/oauth2/token", Scopes: []string{"access.read"}}).Token(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, a := getJSON(t, ts.Issuer+"/api/orgs/vault/access/u_bob", svc.AccessToken); !slices.Contains(strs(a["requirements"].(map[string]any)["amr"]), "phr") {
+		t.Errorf("access answer: %v", a)
+	}
+	if status, _, body := call(t, "PATCH", ts.Issuer+"/api/orgs/team/security", tok.AccessToken, map[string]any{"phishing_resistant": true}); status != 409 || body["error"] != "passkey_not_registered" {
+		t.Fatalf("requiring a passkey without one: %d %v", status, body)
+	}
+	if _, _, body := call(t, "GET", ts.Issuer+"/api/orgs/team", tok.AccessToken, nil); body["phishing_resistant"] != false {
+		t.Errorf("the refused change took effect: %v", body)
 	}
 }

@@ -70,11 +70,13 @@ func (u *User) LoggedInBefore(t time.Time) bool {
 // Org is an organization and what it demands of its members'
 // authentication.
 type Org struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	MFARequired bool      `json:"mfa_required,omitempty"`
-	SSOProvider string    `json:"sso_provider,omitempty"`
-	Created     time.Time `json:"created"`
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	MFARequired bool   `json:"mfa_required,omitempty"`
+	// PhishingResistant requires MFA with a passkey or security key.
+	PhishingResistant bool      `json:"phishing_resistant,omitempty"`
+	SSOProvider       string    `json:"sso_provider,omitempty"`
+	Created           time.Time `json:"created"`
 }
 
 // Member is a person in an organization.

@@ -305,7 +305,7 @@ func serverConfig(cfg *config.Config, st storeCloser, log *slog.Logger) (authz.C
 		})
 	}
 	for _, o := range cfg.Orgs {
-		org := authz.Org{ID: o.ID, Name: o.Name, MFARequired: o.MFARequired, SSOProvider: o.SSOProvider}
+		org := authz.Org{ID: o.ID, Name: o.Name, MFARequired: o.MFARequired, PhishingResistant: o.PhishingResistant, SSOProvider: o.SSOProvider}
 		for _, m := range o.Members {
 			org.Members = append(org.Members, authz.Member{UserID: m.User, Role: m.Role})
 		}

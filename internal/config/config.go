@@ -98,11 +98,13 @@ type User struct {
 
 // Org is an organization seeded from config.
 type Org struct {
-	ID          string   `yaml:"id"`
-	Name        string   `yaml:"name"`
-	MFARequired bool     `yaml:"mfa_required"`
-	SSOProvider string   `yaml:"sso_provider"`
-	Members     []Member `yaml:"members"`
+	ID          string `yaml:"id"`
+	Name        string `yaml:"name"`
+	MFARequired bool   `yaml:"mfa_required"`
+	// PhishingResistant requires MFA with a passkey or security key (amr phr).
+	PhishingResistant bool     `yaml:"phishing_resistant"`
+	SSOProvider       string   `yaml:"sso_provider"`
+	Members           []Member `yaml:"members"`
 }
 
 // Member links a user (by id) to an organization.
