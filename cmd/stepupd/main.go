@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -172,6 +173,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Hashing the seeded passwords (argon2id, 19 MiB each) left garbage
+	// the runtime would hand back to the system only minutes from now.
+	debug.FreeOSMemory()
 	ropts := routerOptions{metrics: reg, metricsToken: cfg.Metrics.Token}
 	for _, p := range cfg.TrustedProxies {
 		pfx, _ := config.ParseProxy(p) // validated with the config
