@@ -83,26 +83,50 @@ users:
 	unusedCode, unusedVerifier := authorize(web) // through the session, no password
 
 	// The load: two clients' worth of each token grant, while Redis dies.
-	const runFor = 10 * time.Second
+	// Each phase lasts until the load shows it has happened (requests
+	// answered in it), not for a guessed time, so that a machine busy with
+	// other work only makes the test slower; safety only bounds a hang.
+	const safety = 2 * time.Minute
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
 	var (
 		mu      sync.Mutex
 		results []load.Result
 	)
 	opts := func(scenario string) load.Options {
-		return load.Options{URL: base, Scenarios: []string{scenario}, Concurrency: 2, Duration: runFor,
+		return load.Options{URL: base, Scenarios: []string{scenario}, Concurrency: 2, Duration: safety,
 			ClientID: "svc", ClientSecret: "svc-secret-0123456789", Username: "alice", Password: "alice-password-1",
 			SkipBaseline: true, OnResult: func(r load.Result) { mu.Lock(); results = append(results, r); mu.Unlock() }}
 	}
-	succeeded := func(scenario string) bool {
+	// seen counts a scenario's answers of a kind to requests started after since.
+	seen := func(scenario, kind string, since time.Time) int {
 		mu.Lock()
 		defer mu.Unlock()
-		return slices.ContainsFunc(results, func(r load.Result) bool { return r.Scenario == scenario && r.OK() })
+		n := 0
+		for _, r := range results {
+			if r.Scenario == scenario && r.Kind == kind && r.At.Add(-r.Latency).After(since) {
+				n++
+			}
+		}
+		return n
+	}
+	// until waits for every scenario to have n answers of kind since.
+	until := func(what, kind string, n int, since time.Time) {
+		t.Helper()
+		deadline := time.Now().Add(safety)
+		for seen(load.ClientCredentials, kind, since) < n || seen(load.Refresh, kind, since) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: after %v, client_credentials has %d and refresh %d answers of kind %s, want %d each",
+					what, safety, seen(load.ClientCredentials, kind, since), seen(load.Refresh, kind, since), kind, n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	var wg sync.WaitGroup
 	reports := make([]load.Report, 2)
 	for i, sc := range []string{load.ClientCredentials, load.Refresh} {
 		wg.Go(func() {
-			rep, err := load.Run(ctx, opts(sc))
+			rep, err := load.Run(loadCtx, opts(sc))
 			if err != nil {
 				t.Errorf("%s: %v", sc, err)
 			}
@@ -111,15 +135,8 @@ users:
 	}
 	// Each scenario logs in before its clock starts; on a busy machine that
 	// takes a while, and a login must not fall into the outage. Kill Redis
-	// once both are under way.
-	deadline := time.Now().Add(runFor / 2)
-	for !(succeeded(load.ClientCredentials) && succeeded(load.Refresh)) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the load did not get going within %v", runFor/2)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(time.Second)
+	// once both are well under way.
+	until("before the outage", load.KindOK, 20, time.Time{})
 	rd.Kill()
 	down := time.Now()
 	readyDuring := status(t, base+"/readyz")
@@ -137,10 +154,16 @@ users:
 			t.Errorf("token request while Redis is down: %d, Retry-After %q, %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 		}
 	}
-	time.Sleep(3 * time.Second)
+	// Down for a while (the pool's reconnect backoff must be met, not
+	// dodged), and until both have been refused a few times...
+	time.Sleep(2 * time.Second)
+	until("during the outage", load.KindUnavailable, 5, down)
 	up := time.Now()
 	rd.Restart()
 	back := time.Now()
+	// ...and back until both have been served a few times again.
+	until("after the outage", load.KindOK, 10, back)
+	stopLoad()
 	wg.Wait()
 
 	// While Redis was down (from the moment its port refused connections
