@@ -108,3 +108,30 @@ func TestStoreCallsPerGrant(t *testing.T) {
 		}
 	})
 }
+
+// TestStoreCallsPerLogin pins what a browser login with a password and a
+// code costs the store, from the first authorization request to the
+// redirect with the code: 35 calls today (throttle counters, the pending
+// authorization, the session, the directory, the enrollment, passkeys,
+// the code's grant). Issue 17 aims at 8; this pins the way there.
+func TestStoreCallsPerLogin(t *testing.T) {
+	var cs *countingStore
+	ts := newTestServer(t, func(c *authz.Config) {
+		cs = &countingStore{Store: c.Store}
+		c.Store = cs
+	})
+	hb, _ := loginAs(t, ts, "alice")
+	secret, _ := enroll(t, ts, hb)
+	cfg := cliConfig(ts.Issuer, "53682")
+	v := oauth2.GenerateVerifier()
+	b := newBrowser(t, ts.Issuer)
+	before := cs.calls.Load()
+	p := b.login(b.get(cfg.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v))), "alice", alicePassword)
+	p = submitCode(b, p, code(t, secret, ts.Clock.Now().Add(30*time.Second)))
+	if redirectOf(t, p).Query().Get("code") == "" {
+		t.Fatalf("no code: %d %s", p.StatusCode, p.Request.URL)
+	}
+	if got := cs.calls.Load() - before; got != 35 {
+		t.Errorf("a browser login with password and code: %d store calls, want 35", got)
+	}
+}
