@@ -15,11 +15,9 @@ import (
 	"github.com/stepup-dev/stepup/tokens"
 )
 
-// challenge is what a resource server demands in a step-up answer.
-type challenge struct {
-	AMR    []string `json:"amr"`
-	MaxAge int      `json:"max_age"`
-}
+// challenge is what a resource server demands in a step-up answer: its
+// whole requirement (RFC 9470).
+type challenge = tokens.Requirements
 
 func (a *App) apiCmd(g *globals) *cobra.Command {
 	var data string
@@ -67,10 +65,10 @@ func (a *App) callAPIWithStepUp(ctx context.Context, g *globals, srv *server, me
 		return status, body, err
 	}
 	if !a.interactive(g) {
-		return 0, nil, a.stepUpNeeded(ch.AMR, ch.MaxAge)
+		return 0, nil, a.stepUpNeeded(*ch)
 	}
 	fmt.Fprintf(a.Stderr, "The server requires more authentication (%s); logging in again.\n", strings.Join(ch.AMR, " "))
-	o := loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge, noBrowser: g.noBrowser, report: a.Stderr, org: orgOfPath(path)}
+	o := loginOptions{force: true, req: *ch, noBrowser: g.noBrowser, report: a.Stderr, org: orgOfPath(path)}
 	if err := a.login(ctx, srv, o); err != nil {
 		return 0, nil, err
 	}

@@ -18,15 +18,16 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/stepup-dev/stepup/tokens"
 )
 
 // browserLogin is one authorization-code login through the person's
 // browser, returning to a loopback listener (RFC 8252) with PKCE.
 type browserLogin struct {
-	srv    *server
-	app    *App
-	amr    []string
-	maxAge int
+	srv *server
+	app *App
+	req tokens.Requirements
 	// org is the organization whose requirement the login meets; the
 	// server names it on its pages.
 	org       string
@@ -66,11 +67,11 @@ func (b *browserLogin) run(ctx context.Context) (*oauth2.Token, error) {
 	state := randomString()
 
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
-	if len(b.amr) > 0 {
-		opts = append(opts, oauth2.SetAuthURLParam("amr", strings.Join(b.amr, " ")))
+	if len(b.req.AMR) > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("amr", strings.Join(b.req.AMR, " ")))
 	}
-	if b.maxAge > 0 {
-		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.Itoa(b.maxAge)))
+	if b.req.MaxAge != nil {
+		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(*b.req.MaxAge, 10)))
 	}
 	if b.org != "" {
 		opts = append(opts, oauth2.SetAuthURLParam("acr_values", "urn:stepup:org:"+b.org))

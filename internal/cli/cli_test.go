@@ -25,6 +25,7 @@ import (
 
 	"github.com/stepup-dev/stepup/authz"
 	"github.com/stepup-dev/stepup/internal/testserver"
+	"github.com/stepup-dev/stepup/tokens"
 )
 
 const alicePassword = "correct horse battery staple"
@@ -391,8 +392,20 @@ func TestParseDenial(t *testing.T) {
 	if !denied || ch == nil || strings.Join(ch.AMR, " ") != "mfa sso:acme" {
 		t.Fatalf("parseDenial = %+v, %v", ch, denied)
 	}
-	if got := loginCommand(ch.AMR, 300); got != "stepup login --method mfa,sso:acme --max-age 300" {
+	fiveMinutes := int64(300)
+	if got := loginCommand(tokens.Requirements{AMR: ch.AMR, MaxAge: &fiveMinutes}); got != "stepup login --method mfa,sso:acme --max-age 300" {
 		t.Errorf("loginCommand = %q", got)
+	}
+	// max_age 0 is "a login now", not "any age".
+	zero := int64(0)
+	if got := loginCommand(tokens.Requirements{MaxAge: &zero}); got != "stepup login --max-age 0" {
+		t.Errorf("loginCommand for max_age 0 = %q", got)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	claims := tokens.AccessClaims{AMR: []string{"pwd", "otp", "mfa"}, AuthTime: now.Add(-time.Minute).Unix()}
+	if meets(claims, tokens.Requirements{MaxAge: &zero}, now) || !meets(claims, tokens.Requirements{AMR: []string{"mfa"}}, now) ||
+		meets(claims, tokens.Requirements{AMR: []string{"phr"}}, now) {
+		t.Error("meets disagrees with tokens.Missing")
 	}
 	if !strings.Contains(explain(ch), "Multi-factor authentication (MFA) is required.") {
 		t.Errorf("explain = %q", explain(ch))

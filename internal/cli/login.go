@@ -11,14 +11,16 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/stepup-dev/stepup/tokens"
 )
 
 // loginOptions are what a login asks of the server; step-up reuses them
 // with the methods a resource server demanded.
 type loginOptions struct {
-	force   bool
-	methods []string
-	maxAge  int
+	force bool
+	// req is what the login must meet: methods and how recent.
+	req tokens.Requirements
 	// org is the organization a step-up is for (acr_values), when known.
 	org       string
 	noBrowser bool
@@ -34,6 +36,7 @@ type loginOptions struct {
 func (a *App) loginCmd(g *globals) *cobra.Command {
 	o := loginOptions{}
 	var method string
+	var maxAge int
 	cmd := &cobra.Command{
 		Use:   "login",
 		Short: "Log in through the browser and get tokens and an SSH certificate",
@@ -47,7 +50,11 @@ func (a *App) loginCmd(g *globals) *cobra.Command {
 			if o.port < 0 || o.port > 65535 {
 				return usageError(cmd, fmt.Sprintf("--port takes a port number from 1 to 65535, not %d", o.port))
 			}
-			o.methods = splitMethods(method)
+			o.req.AMR = splitMethods(method)
+			if maxAge >= 0 {
+				secs := int64(maxAge)
+				o.req.MaxAge = &secs
+			}
 			o.noBrowser = g.noBrowser
 			srv, err := a.discover(cmd.Context(), g)
 			if err != nil {
@@ -59,7 +66,7 @@ func (a *App) loginCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.BoolVarP(&o.force, "force", "f", false, "log in again even when the current session is enough")
 	f.StringVar(&method, "method", "", "authentication methods to require, comma-separated (e.g. mfa or mfa,sso:acme)")
-	f.IntVar(&o.maxAge, "max-age", 0, "require an authentication at most this many seconds old")
+	f.IntVar(&maxAge, "max-age", -1, "require an authentication at most this many seconds old (0: a new one now)")
 	noBrowserFlag(cmd, g)
 	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for the browser")
 	f.IntVar(&o.port, "port", 0, "loopback port for the browser to come back to (default: a free one)")
@@ -84,7 +91,7 @@ func (a *App) login(ctx context.Context, srv *server, o loginOptions) error {
 	}
 	if !o.force {
 		if t, err := a.validTokens(ctx, srv); err == nil {
-			if c, err := t.claims(); err == nil && satisfies(c, o.methods, o.maxAge, a.Now()) {
+			if c, err := t.claims(); err == nil && meets(c, o.req, a.Now()) {
 				fmt.Fprintf(o.report, "Already logged in as %s (%s). Use -f to log in again.\n", displayName(t, c.Subject), strings.Join(c.AMR, " "))
 				return nil
 			}
@@ -97,7 +104,7 @@ func (a *App) login(ctx context.Context, srv *server, o loginOptions) error {
 		o.port = srv.cfg.LoginPort
 	}
 	bl := &browserLogin{
-		srv: srv, app: a, amr: o.methods, maxAge: o.maxAge, org: o.org,
+		srv: srv, app: a, req: o.req, org: o.org,
 		noBrowser: o.noBrowser, port: o.port, timeout: o.timeout, open: a.OpenURL, out: a.Stderr,
 	}
 	tok, err := bl.run(ctx)
@@ -167,21 +174,21 @@ func (a *App) username(ctx context.Context, srv *server, access string) string {
 
 // loginCommand is what a person runs to satisfy a challenge, printed
 // where the CLI may not open a browser itself.
-func loginCommand(methods []string, maxAge int) string {
+func loginCommand(req tokens.Requirements) string {
 	cmd := "stepup login"
-	if len(methods) > 0 {
-		cmd += " --method " + strings.Join(methods, ",")
+	if len(req.AMR) > 0 {
+		cmd += " --method " + strings.Join(req.AMR, ",")
 	}
-	if maxAge > 0 {
-		cmd += fmt.Sprintf(" --max-age %d", maxAge)
+	if req.MaxAge != nil {
+		cmd += fmt.Sprintf(" --max-age %d", *req.MaxAge)
 	}
 	return cmd
 }
 
 // stepUpNeeded is the exit of a non-interactive command that met a
 // challenge.
-func (a *App) stepUpNeeded(methods []string, maxAge int) error {
+func (a *App) stepUpNeeded(req tokens.Requirements) error {
 	fmt.Fprintln(a.Stderr, "Additional authentication is required. Run:")
-	fmt.Fprintln(a.Stderr, "  "+loginCommand(methods, maxAge))
+	fmt.Fprintln(a.Stderr, "  "+loginCommand(req))
 	return &exitError{code: ExitStepUp, err: errors.New("step-up required"), silent: true}
 }

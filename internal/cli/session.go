@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -256,18 +255,14 @@ func tokenExpiry(tok *oauth2.Token) time.Time {
 	return tok.Expiry
 }
 
-// satisfies reports whether claims already carry every method in amr and
-// an authentication no older than maxAge seconds (0: any age).
-func satisfies(c tokens.AccessClaims, amr []string, maxAge int, now time.Time) bool {
-	for _, m := range amr {
-		if !slices.Contains(c.AMR, m) {
-			return false
-		}
+// meets reports whether a token's authentication is enough for req, by
+// the one policy function.
+func meets(c tokens.AccessClaims, req tokens.Requirements, now time.Time) bool {
+	var at time.Time
+	if c.AuthTime > 0 {
+		at = time.Unix(c.AuthTime, 0)
 	}
-	if maxAge > 0 && now.Sub(time.Unix(c.AuthTime, 0)) > time.Duration(maxAge)*time.Second {
-		return false
-	}
-	return true
+	return tokens.Missing(req, c.AMR, at, now).Satisfied()
 }
 
 // apiTokenPrefix starts the API tokens people create for automation

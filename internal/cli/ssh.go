@@ -98,7 +98,7 @@ func (a *App) runSSH(ctx context.Context, g *globals, srv *server, host string, 
 		if err != nil {
 			return err
 		}
-		if c, err := t.claims(); err == nil && satisfies(c, ch.AMR, ch.MaxAge, a.Now()) {
+		if c, err := t.claims(); err == nil && meets(c, *ch, a.Now()) {
 			// The session is already strong enough and only the
 			// certificate is older than it.
 			if _, err := a.issueCertificate(ctx, srv, t, false); err != nil {
@@ -107,9 +107,9 @@ func (a *App) runSSH(ctx context.Context, g *globals, srv *server, host string, 
 			continue
 		}
 		if !a.interactive(g) {
-			return a.stepUpNeeded(ch.AMR, ch.MaxAge)
+			return a.stepUpNeeded(*ch)
 		}
-		if err := a.login(ctx, srv, loginOptions{force: true, methods: ch.AMR, maxAge: ch.MaxAge, noBrowser: g.noBrowser, report: a.Stderr}); err != nil {
+		if err := a.login(ctx, srv, loginOptions{force: true, req: *ch, noBrowser: g.noBrowser, report: a.Stderr}); err != nil {
 			return err
 		}
 	}
@@ -305,7 +305,7 @@ func parseDenial(stderr []byte) (*challenge, bool) {
 		line := strings.TrimSpace(strings.TrimSuffix(sc.Text(), "\r"))
 		if p, ok := strings.CutPrefix(line, "Parameters:"); ok {
 			var ch challenge
-			if json.Unmarshal([]byte(strings.TrimSpace(p)), &ch) == nil && (len(ch.AMR) > 0 || ch.MaxAge > 0) {
+			if json.Unmarshal([]byte(strings.TrimSpace(p)), &ch) == nil && (len(ch.AMR) > 0 || ch.MaxAge != nil) {
 				return &ch, true
 			}
 		}
@@ -319,14 +319,16 @@ func explain(ch *challenge) string {
 		switch {
 		case m == tokens.MethodMFA:
 			b.WriteString("Multi-factor authentication (MFA) is required.\n")
+		case m == tokens.MethodPhishingResistant:
+			b.WriteString("Phishing-resistant multi-factor authentication (a passkey) is required.\n")
 		case strings.HasPrefix(m, tokens.SSOPrefix):
 			fmt.Fprintf(&b, "Single sign-on through %q is required.\n", strings.TrimPrefix(m, tokens.SSOPrefix))
 		default:
 			fmt.Fprintf(&b, "Authentication method %q is required.\n", m)
 		}
 	}
-	if ch.MaxAge > 0 {
-		fmt.Fprintf(&b, "A login within the last %d seconds is required.\n", ch.MaxAge)
+	if ch.MaxAge != nil {
+		fmt.Fprintf(&b, "A login within the last %s is required.\n", tokens.HumanDuration(time.Duration(*ch.MaxAge)*time.Second))
 	}
 	return strings.TrimSuffix(b.String(), "\n")
 }
