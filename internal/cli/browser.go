@@ -84,7 +84,16 @@ func (b *browserLogin) run(ctx context.Context) (*oauth2.Token, error) {
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	go hs.Serve(ln)
-	defer hs.Close()
+	// The page that says "You are logged in" is still being written when
+	// the code arrives here: let it finish, briefly, rather than cut the
+	// browser off.
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if hs.Shutdown(sctx) != nil {
+			hs.Close()
+		}
+	}()
 
 	// The URL is printed even when a browser is opened: on a machine
 	// without a display the opener may fail without anyone seeing why,
