@@ -17,6 +17,7 @@ var webFS embed.FS
 type pages struct {
 	login, message, otp, security, orgSecurity, invite, password *template.Template
 	home, profile, orgGeneral, orgMembers, passkey               *template.Template
+	device                                                       *template.Template
 	css, js                                                      []byte
 }
 
@@ -50,7 +51,7 @@ func newPages() (*pages, error) {
 	for _, t := range []struct {
 		into **template.Template
 		name string
-	}{{&p.home, "home.html"}, {&p.profile, "profile.html"}, {&p.orgGeneral, "org_general.html"}, {&p.orgMembers, "org_members.html"}, {&p.passkey, "passkey.html"}} {
+	}{{&p.home, "home.html"}, {&p.profile, "profile.html"}, {&p.orgGeneral, "org_general.html"}, {&p.orgMembers, "org_members.html"}, {&p.passkey, "passkey.html"}, {&p.device, "device.html"}} {
 		if *t.into, err = parse(t.name); err != nil {
 			return nil, err
 		}
