@@ -2,6 +2,7 @@ package authz
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"encoding/json"
@@ -148,20 +149,13 @@ type keyUser struct {
 
 func (k keyUser) WebAuthnID() []byte          { return []byte(k.u.ID) }
 func (k keyUser) WebAuthnName() string        { return k.u.Username }
-func (k keyUser) WebAuthnDisplayName() string { return cmpOr(k.u.Name, k.u.Username) }
+func (k keyUser) WebAuthnDisplayName() string { return cmp.Or(k.u.Name, k.u.Username) }
 func (k keyUser) WebAuthnCredentials() []webauthn.Credential {
 	out := make([]webauthn.Credential, len(k.keys))
 	for i, key := range k.keys {
 		out[i] = key.Credential
 	}
 	return out
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // ceremony is a registration or sign-in in progress.
