@@ -333,7 +333,7 @@ type orgSecurityPage struct {
 	// require it.
 	OwnMFA, OwnPasskey bool
 	// PasskeysOn: this server can use passkeys.
-	PasskeysOn bool
+	PasskeysOn  bool
 	SSOProvider string
 	Providers   []providerOption
 	Members     []securityRow
