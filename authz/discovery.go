@@ -18,6 +18,8 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
 		"revocation_endpoint":    iss + "/oauth2/revoke",
 		"introspection_endpoint": iss + "/oauth2/introspect",
 		"end_session_endpoint":   iss + "/oauth2/logout",
+		// RFC 8628 §4.
+		"device_authorization_endpoint": iss + "/oauth2/device_authorization",
 		// Stepup's own endpoints, for clients that discover them.
 		"ssh_certificate_endpoint":              iss + "/ssh",
 		"ssh_authority_endpoint":                iss + "/ssh/authority",

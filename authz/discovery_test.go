@@ -6,7 +6,9 @@ import (
 	"flag"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"slices"
 	"testing"
 )
 
@@ -42,5 +44,29 @@ func TestDiscoveryGolden(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("discovery changed; if deliberate, run go test ./authz -run DiscoveryGolden -update\ngot:\n%s", got)
+	}
+}
+
+// TestDiscoveryDeviceGrant: discovery names the device authorization
+// endpoint and grant (RFC 8628 §4), and the endpoint it names answers.
+func TestDiscoveryDeviceGrant(t *testing.T) {
+	ts := newTestServer(t, withDevice)
+	resp, err := http.Get(ts.Issuer + "/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		DeviceEndpoint string   `json:"device_authorization_endpoint"`
+		GrantTypes     []string `json:"grant_types_supported"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.DeviceEndpoint != ts.Issuer+"/oauth2/device_authorization" || !slices.Contains(doc.GrantTypes, deviceGrant) {
+		t.Fatalf("discovery: %+v", doc)
+	}
+	if status, body := postForm(t, doc.DeviceEndpoint, url.Values{"client_id": {cliClient}}, "", ""); status != http.StatusOK || body["device_code"] == nil {
+		t.Fatalf("the advertised endpoint: %d %v", status, body)
 	}
 }

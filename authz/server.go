@@ -58,6 +58,11 @@ type Config struct {
 	RefreshTokenTTL time.Duration // 30 days
 	AuthCodeTTL     time.Duration // 10m
 	SessionTTL      time.Duration // 24h: how long a browser stays logged in
+	// DeviceCodeTTL is how long a device login (RFC 8628) waits for the
+	// person to allow it; DevicePollInterval is how often the device may
+	// ask (whole seconds).
+	DeviceCodeTTL      time.Duration // 10m
+	DevicePollInterval time.Duration // 5s
 	// SigningAlg signs access tokens: ES256 (default), RS256 or EdDSA.
 	SigningAlg  string
 	KeyRotation time.Duration // 30 days
@@ -114,6 +119,10 @@ func (c *Config) setDefaults() {
 	def(&c.RefreshTokenTTL, 30*24*time.Hour)
 	def(&c.AuthCodeTTL, 10*time.Minute)
 	def(&c.SessionTTL, 24*time.Hour)
+	def(&c.DeviceCodeTTL, 10*time.Minute)
+	def(&c.DevicePollInterval, 5*time.Second)
+	// The interval goes out in whole seconds (RFC 8628 §3.2).
+	c.DevicePollInterval = max(time.Second, c.DevicePollInterval.Truncate(time.Second))
 	def(&c.KeyRotation, 30*24*time.Hour)
 	def(&c.SSHCARotation, 90*24*time.Hour)
 	def(&c.ReminderInterval, 24*time.Hour)
@@ -348,6 +357,7 @@ func (s *Server) compose() fosite.OAuth2Provider {
 		compose.OAuth2RefreshTokenGrantFactory,
 		compose.OpenIDConnectExplicitFactory,
 		compose.OpenIDConnectRefreshFactory,
+		s.deviceGrantFactory,
 		compose.OAuth2TokenIntrospectionFactory,
 		compose.OAuth2TokenRevocationFactory,
 	)
