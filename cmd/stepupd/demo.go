@@ -105,7 +105,7 @@ func seedDemo(cfg *config.Config) (*demo, error) {
 		cfg.Clients = append(cfg.Clients, config.Client{
 			ID: demoClient, Public: true,
 			RedirectURIs: []string{"http://127.0.0.1/callback"},
-			GrantTypes:   []string{"authorization_code", "refresh_token", "api_token"},
+			GrantTypes:   []string{"authorization_code", "refresh_token", "api_token", "urn:ietf:params:oauth:grant-type:device_code"},
 			Scopes:       []string{"openid", "offline_access", "profile", "email"},
 		})
 	}

@@ -875,7 +875,7 @@ func setDuration(d *Duration, def Duration) {
 
 var (
 	providerID   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
-	grantTypes   = []string{"authorization_code", "refresh_token", "client_credentials", "api_token"}
+	grantTypes   = []string{"authorization_code", "refresh_token", "client_credentials", "api_token", "urn:ietf:params:oauth:grant-type:device_code"}
 	authMethods  = []string{"none", "client_secret_basic", "client_secret_post"}
 	signingAlgs  = []string{"ES256", "RS256", "EdDSA"}
 	roles        = []string{"owner", "admin", "member"}
