@@ -1,6 +1,7 @@
 package authz_test
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -10,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"golang.org/x/oauth2"
 
 	"github.com/stepup-dev/stepup/authz"
+	"github.com/stepup-dev/stepup/internal/testenv"
 )
 
 const deviceGrant = "urn:ietf:params:oauth:grant-type:device_code"
@@ -468,4 +471,54 @@ func TestDeviceBadRequests(t *testing.T) {
 	}
 	// The device code is still pending after all that.
 	wantPollError(t, ts, d.DeviceCode, "authorization_pending")
+}
+
+// TestDevicePageInChromium: a person opens /device in a real browser,
+// signs in, types the code their terminal shows (in lower case, without
+// the dash) and allows it; the device's next poll gets tokens. Both states
+// of the page pass the accessibility, landmark and contrast checks.
+func TestDevicePageInChromium(t *testing.T) {
+	chromium := testenv.Require(t, "chromium", "chromium")
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	ts := newTestServer(t, withDevice)
+	d := startDevice(t, ts, nil)
+	b := newChrome(t, ctx, chromium, ts.Issuer)
+	b.open(ts.Issuer+"/device", "/login", "the device page, signed out")
+	b.fill("Username", "alice")
+	b.fill("Password", alicePassword)
+	b.press("button", "Sign in", "/device", http.StatusOK)
+	b.checkAccessible("the code entry", []string{"user_code"})
+	b.checkLandmarks("the code entry", false)
+	b.checkContrast("the code entry")
+	b.checkReports("the code entry")
+
+	b.fill("Code", strings.ToLower(strings.ReplaceAll(d.UserCode, "-", "")))
+	b.press("button", "Continue", "/device", http.StatusOK)
+	if got := b.text("the code shown", chromedp.CSS("#user-code")); got != d.UserCode {
+		t.Errorf("the confirmation shows the code %q, want %q", got, d.UserCode)
+	}
+	if lead := b.text("the request", chromedp.CSS(".lead")); !strings.Contains(lead, "Stepup CLI asks to sign in as alice") {
+		t.Errorf("the confirmation says %q", lead)
+	}
+	if !b.has("button", "Allow") || !b.has("button", "Deny") {
+		t.Fatal("the confirmation has no Allow and Deny buttons")
+	}
+	b.checkAccessible("the confirmation", nil)
+	b.checkLandmarks("the confirmation", false)
+	b.checkContrast("the confirmation")
+	b.checkReports("the confirmation")
+	b.screenshot("stepup-device.png")
+	wantPollError(t, ts, d.DeviceCode, "authorization_pending")
+
+	b.press("button", "Allow", "/device", http.StatusOK)
+	if msg := b.text("after Allow", chromedp.CSS("main p")); !strings.Contains(msg, "You can return to your terminal.") {
+		t.Fatalf("after Allow the page says %q", msg)
+	}
+	b.checkReports("after Allow")
+	ts.Clock.Advance(6 * time.Second)
+	if status, body := poll(t, ts, d.DeviceCode); status != http.StatusOK || body["access_token"] == nil {
+		t.Fatalf("poll after Allow: %d %v", status, body)
+	}
 }
