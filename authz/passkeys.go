@@ -53,12 +53,15 @@ func (s *Server) routePasskeys(r Router, page, h func(http.HandlerFunc) http.Han
 }
 
 const (
-	passkeysNS   = "passkeys"
-	ceremonyNS   = "passkey-ceremony"
-	ceremonyTTL  = 5 * time.Minute
-	maxPasskeys  = 20
-	maxKeyName   = 64
-	maxAssertion = 16 << 10
+	passkeysNS = "passkeys"
+	// passkeyOwnerNS claims each credential id for one person (WebAuthn
+	// §7.1: an id registered to anyone is refused).
+	passkeyOwnerNS = "passkey-owner"
+	ceremonyNS     = "passkey-ceremony"
+	ceremonyTTL    = 5 * time.Minute
+	maxPasskeys    = 20
+	maxKeyName     = 64
+	maxAssertion   = 16 << 10
 )
 
 // passkey is one registered credential of a person.
@@ -180,12 +183,13 @@ func (s *Server) saveCeremony(ctx context.Context, c ceremony) (string, error) {
 	return id, s.store.Put(ctx, ceremonyNS, id, data, ceremonyTTL)
 }
 
-// takeCeremony takes a ceremony once, for the browser that began it.
+// takeCeremony takes a ceremony once, for the browser that began it and
+// its purpose; an answer from elsewhere leaves it to its own browser.
 func (s *Server) takeCeremony(ctx context.Context, r *http.Request, id, purpose string) (*ceremony, error) {
 	if len(id) != 32 {
 		return nil, errCeremony
 	}
-	data, err := s.store.Take(ctx, ceremonyNS, id)
+	data, err := s.store.Get(ctx, ceremonyNS, id)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, errCeremony
 	}
@@ -193,9 +197,15 @@ func (s *Server) takeCeremony(ctx context.Context, r *http.Request, id, purpose 
 		return nil, err
 	}
 	var c ceremony
-	b, err := r.Cookie(s.csrfCookieName())
+	b, _ := r.Cookie(s.csrfCookieName())
 	if err := json.Unmarshal(data, &c); err != nil || c.Purpose != purpose || b == nil || c.Browser != b.Value {
 		return nil, errCeremony
+	}
+	// Taken once: of two answers at once, one wins.
+	if _, err := s.store.Take(ctx, ceremonyNS, id); errors.Is(err, storage.ErrNotFound) {
+		return nil, errCeremony
+	} else if err != nil {
+		return nil, err
 	}
 	return &c, nil
 }
@@ -231,7 +241,9 @@ func (s *Server) csrfHeaderValid(r *http.Request) bool {
 	return hmac.Equal([]byte(r.Header.Get("X-CSRF-Token")), []byte(s.csrfFor(c.Value)))
 }
 
-// keyMethod is the amr value a new credential earns.
+// keyMethod is the amr value a new credential earns. Without attestation
+// the attachment is the browser's word: a roaming key it reports counts
+// as hardware, as a security key is.
 func keyMethod(c *webauthn.Credential) string {
 	if c.Authenticator.Attachment == protocol.Platform && (c.AttestationFormat == "" || c.AttestationFormat == "none") {
 		return tokens.MethodSoftwareKey
@@ -340,6 +352,15 @@ func (s *Server) passkeyRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.cfg.Now().UTC()
 	key := passkey{ID: b64.EncodeToString(cred.ID), Name: name, Created: now, LastUsed: now, Method: keyMethod(cred), Credential: *cred}
+	switch err := s.store.Create(ctx, passkeyOwnerNS, key.ID, []byte(u.ID), 0); {
+	case errors.Is(err, storage.ErrAlreadyExists):
+		s.log.Warn("passkey refused", "ceremony", "registration", "user", u.ID, "reason", "the credential id is registered already")
+		writeError(w, http.StatusConflict, "passkey_refused", errKnownPasskey.Error()+".")
+		return
+	case err != nil:
+		s.storeOrInternal(w, err)
+		return
+	}
 	err = s.passkeys.change(ctx, u.ID, func(keys []passkey) ([]passkey, error) {
 		if len(keys) >= maxPasskeys {
 			return nil, errTooManyPasskeys
@@ -349,6 +370,9 @@ func (s *Server) passkeyRegister(w http.ResponseWriter, r *http.Request) {
 		}
 		return append(keys, key), nil
 	})
+	if err != nil {
+		_ = s.store.Delete(ctx, passkeyOwnerNS, key.ID) // not registered after all
+	}
 	switch {
 	case errors.Is(err, errTooManyPasskeys), errors.Is(err, errKnownPasskey):
 		writeError(w, http.StatusConflict, "passkey_refused", err.Error())
@@ -441,6 +465,9 @@ func (s *Server) passkeyRemove(w http.ResponseWriter, r *http.Request) {
 		removed = &k
 		return slices.Delete(keys, i, i+1), nil
 	})
+	if err == nil && removed != nil {
+		err = s.store.Delete(ctx, passkeyOwnerNS, removed.ID)
+	}
 	if err != nil {
 		s.authorizeError(w, nil, err)
 		return
@@ -623,6 +650,18 @@ func (s *Server) passkeyLogin(w http.ResponseWriter, r *http.Request) {
 		s.keyRefused(w, errCeremony, u.ID, "sign-in")
 		return
 	}
+	ls, oldID, err := s.sessions.get(ctx, r)
+	if err != nil {
+		s.storeOrInternal(w, err)
+		return
+	}
+	if ls == nil || ls.UserID != u.ID {
+		if c.Purpose == "second" {
+			s.keyRefused(w, errCeremony, u.ID, "sign-in")
+			return
+		}
+		ls = &LoginSession{UserID: u.ID, CreatedAt: s.cfg.Now()}
+	}
 	method := keys[i].Method
 	now := s.cfg.Now().UTC()
 	if err := s.passkeys.change(ctx, u.ID, func(keys []passkey) ([]passkey, error) {
@@ -643,18 +682,6 @@ func (s *Server) passkeyLogin(w http.ResponseWriter, r *http.Request) {
 		}
 		s.storeOrInternal(w, err)
 		return
-	}
-	ls, oldID, err := s.sessions.get(ctx, r)
-	if err != nil {
-		s.storeOrInternal(w, err)
-		return
-	}
-	if ls == nil || ls.UserID != u.ID {
-		if c.Purpose == "second" {
-			s.keyRefused(w, errCeremony, u.ID, "sign-in")
-			return
-		}
-		ls = &LoginSession{UserID: u.ID, CreatedAt: s.cfg.Now()}
 	}
 	addKeyFactor(ls, method, parsed.Response.AuthenticatorData.Flags.HasUserVerified(), s.cfg.Now())
 	if err := s.sessions.save(ctx, w, ls, oldID); err != nil {

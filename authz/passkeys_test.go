@@ -649,6 +649,22 @@ func TestPasskeysOverHTTP(t *testing.T) {
 		// only the browser differs.
 		b := f.afterPassword(t, "alice")
 		f.refused(t, b, body, "expired or was already used", "already used")
+		// The refusal left the ceremony to the browser that began it.
+		if amr := f.finish(t, a, body); !slices.Contains(amr, "phr") {
+			t.Errorf("after another browser's refused try, amr %v", amr)
+		}
+	})
+
+	t.Run("fail/registration-of-another-persons-credential-id", func(t *testing.T) {
+		// bob's authenticator makes a credential with the id of alice's
+		// (WebAuthn §7.1: an id registered to anyone is refused).
+		f := newPKFixture(t)
+		twin := newPKKey(t, "platform")
+		twin.id = f.alice.id
+		reg := f.beginRegistration(t, "bob")
+		mark := f.log.mark()
+		status, raw := reg.post(t, twin.create(t, reg.begun, f.origin, pkFlagUP|pkFlagUV))
+		f.refusedRegistration(t, mark, status, raw, http.StatusConflict, "registered already", "registered already")
 	})
 
 	t.Run("ok/passwordless", func(t *testing.T) {

@@ -80,11 +80,14 @@ func (ls *LoginSession) AuthTime() time.Time {
 }
 
 // PrimaryAt is when the person last proved who they are with a first factor
-// (password or SSO); max_age is measured against it.
+// (password, SSO, or a key that verified them); max_age is measured
+// against it.
 func (ls *LoginSession) PrimaryAt() time.Time {
 	var t time.Time
 	for _, f := range ls.Factors {
-		if (f.Method == tokens.MethodPassword || strings.HasPrefix(f.Method, tokens.SSOPrefix)) && f.At.After(t) {
+		primary := f.Method == tokens.MethodPassword || strings.HasPrefix(f.Method, tokens.SSOPrefix) ||
+			tokens.IsKey(f.Method) && f.Via == viaUserVerified
+		if primary && f.At.After(t) {
 			t = f.At
 		}
 	}
