@@ -53,6 +53,7 @@ func (a *App) apiCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&data, "data", "d", "", "JSON request body")
 	noBrowserFlag(cmd, g)
+	deviceFlag(cmd, g)
 	return cmd
 }
 
@@ -68,7 +69,7 @@ func (a *App) callAPIWithStepUp(ctx context.Context, g *globals, srv *server, me
 		return 0, nil, a.stepUpNeeded(*ch)
 	}
 	fmt.Fprintf(a.Stderr, "The server requires more authentication (%s); logging in again.\n", strings.Join(ch.AMR, " "))
-	o := loginOptions{force: true, req: *ch, noBrowser: g.noBrowser, report: a.Stderr, org: orgOfPath(path)}
+	o := loginOptions{force: true, req: *ch, noBrowser: g.noBrowser, device: g.device, report: a.Stderr, org: orgOfPath(path)}
 	if err := a.login(ctx, srv, o); err != nil {
 		return 0, nil, err
 	}

@@ -147,6 +147,8 @@ type globals struct {
 	// takes (noBrowserFlag): its logins, step-ups included, print the URL
 	// instead of opening a browser.
 	noBrowser bool
+	// device is --device (deviceFlag), for the same commands.
+	device optionalBool
 	// srv is the server as discovered once for this invocation
 	// (discovered), for commands that make several calls.
 	srv *server

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/oauth2"
 
 	"github.com/stepup-dev/stepup/tokens"
 )
@@ -24,8 +25,11 @@ type loginOptions struct {
 	// org is the organization a step-up is for (acr_values), when known.
 	org       string
 	noBrowser bool
-	port      int
-	timeout   time.Duration
+	// device is --device: a device login (RFC 8628) instead of the
+	// browser; unset, as the current session logged in (useDevice).
+	device  optionalBool
+	port    int
+	timeout time.Duration
 	// report is where the login says who is logged in: stdout for
 	// stepup login, stderr for a login inside another command, whose
 	// stdout is the answer a script reads (JSON, a remote command's
@@ -39,11 +43,12 @@ func (a *App) loginCmd(g *globals) *cobra.Command {
 	var maxAge int
 	cmd := &cobra.Command{
 		Use:   "login",
-		Short: "Log in through the browser and get tokens and an SSH certificate",
+		Short: "Log in through the browser (or, with --device, a code on another device) and get tokens and an SSH certificate",
 		Example: `  stepup login
   stepup login --method mfa
   stepup login -f --method mfa,sso:acme --max-age 300
   stepup login --no-browser   # print the URL to open elsewhere
+  stepup login --device       # no browser here: enter a code on another device
   stepup login --port 8085    # where a firewall allows only that loopback port`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -55,7 +60,7 @@ func (a *App) loginCmd(g *globals) *cobra.Command {
 				secs := int64(maxAge)
 				o.req.MaxAge = &secs
 			}
-			o.noBrowser = g.noBrowser
+			o.noBrowser, o.device = g.noBrowser, g.device
 			srv, err := a.discover(cmd.Context(), g)
 			if err != nil {
 				return err
@@ -68,7 +73,8 @@ func (a *App) loginCmd(g *globals) *cobra.Command {
 	f.StringVar(&method, "method", "", "authentication methods to require, comma-separated (e.g. mfa or mfa,sso:acme)")
 	f.IntVar(&maxAge, "max-age", -1, "require an authentication at most this many seconds old (0: a new one now)")
 	noBrowserFlag(cmd, g)
-	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for the browser")
+	deviceFlag(cmd, g)
+	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for the browser (a device login waits until its code expires)")
 	f.IntVar(&o.port, "port", 0, "loopback port for the browser to come back to (default: a free one)")
 	return cmd
 }
@@ -103,11 +109,16 @@ func (a *App) login(ctx context.Context, srv *server, o loginOptions) error {
 	if o.port == 0 {
 		o.port = srv.cfg.LoginPort
 	}
-	bl := &browserLogin{
-		srv: srv, app: a, req: o.req, org: o.org,
-		noBrowser: o.noBrowser, port: o.port, timeout: o.timeout, open: a.OpenURL, out: a.Stderr,
+	var tok *oauth2.Token
+	if a.useDevice(srv, o) {
+		tok, err = a.deviceLogin(ctx, srv, o)
+	} else {
+		bl := &browserLogin{
+			srv: srv, app: a, req: o.req, org: o.org,
+			noBrowser: o.noBrowser, port: o.port, timeout: o.timeout, open: a.OpenURL, out: a.Stderr,
+		}
+		tok, err = bl.run(ctx)
 	}
-	tok, err := bl.run(ctx)
 	if err != nil {
 		return err
 	}

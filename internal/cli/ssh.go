@@ -64,6 +64,7 @@ func (a *App) sshCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&host, "host", "", "SSH gateway host (default: config ssh_host, then the gateway address the server gives for the service, then the server's host)")
 	cmd.Flags().IntVar(&port, "port", 0, fmt.Sprintf("SSH gateway port (default: config ssh_port, then the port of the server's gateway address for the service, then a Port your ssh config sets for the host, then %d)", DefaultGatewayPort))
 	noBrowserFlag(cmd, g)
+	deviceFlag(cmd, g)
 	return cmd
 }
 
@@ -109,7 +110,7 @@ func (a *App) runSSH(ctx context.Context, g *globals, srv *server, host string, 
 		if !a.interactive(g) {
 			return a.stepUpNeeded(*ch)
 		}
-		if err := a.login(ctx, srv, loginOptions{force: true, req: *ch, noBrowser: g.noBrowser, report: a.Stderr}); err != nil {
+		if err := a.login(ctx, srv, loginOptions{force: true, req: *ch, noBrowser: g.noBrowser, device: g.device, report: a.Stderr}); err != nil {
 			return err
 		}
 	}
