@@ -10,6 +10,7 @@ package verify
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -67,7 +68,18 @@ type Config struct {
 	// Logger is where Middleware reports refusals: unavailable keys at
 	// warning level, refused tokens at debug. Default slog.Default().
 	Logger *slog.Logger
+	// CacheSize is how many verified tokens are remembered (see
+	// Verifier); -1 remembers none. Default DefaultCacheSize.
+	CacheSize int
 }
+
+// DefaultCacheSize bounds the verified-token cache.
+const DefaultCacheSize = 10000
+
+// cacheTTL is the longest a verified token is taken on trust without its
+// signature being checked again: a key the issuer withdraws stops
+// working within it.
+const cacheTTL = time.Minute
 
 func (c Config) withDefaults() Config {
 	if c.JWKSURL == "" && c.Issuer != "" {
@@ -90,6 +102,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.CacheSize == 0 {
+		c.CacheSize = DefaultCacheSize
 	}
 	return c
 }
@@ -136,6 +151,19 @@ type Verifier struct {
 	// inflight is the fetch under way, if any, so that a burst of
 	// requests waits for one fetch rather than making one each.
 	inflight *fetchCall
+
+	// seen remembers tokens verified lately, by their SHA-256: a resource
+	// server sees the same token on every request of a session, and pays
+	// for its signature once a minute rather than each time. Only exp can
+	// turn a verified token bad (iat and nbf only get truer), so an entry
+	// lasts until the token expires, and at most cacheTTL.
+	seenMu sync.Mutex
+	seen   map[[sha256.Size]byte]seenToken
+}
+
+type seenToken struct {
+	claims tokens.AccessClaims
+	until  time.Time
 }
 
 // New checks cfg and returns a Verifier. It does not fetch anything: the
@@ -156,6 +184,70 @@ func New(cfg Config) (*Verifier, error) {
 // ctx bounds only the wait for the issuer's keys when they must be
 // fetched; the fetch itself goes on for whoever else is waiting.
 func (v *Verifier) Verify(ctx context.Context, token string) (*tokens.AccessClaims, error) {
+	now := v.cfg.Now()
+	sum := sha256.Sum256([]byte(token))
+	claims, ok := v.recall(sum, now)
+	if !ok {
+		var err error
+		if claims, err = v.verify(ctx, token, now); err != nil {
+			return nil, err
+		}
+		v.remember(sum, claims, now)
+	}
+	if len(v.cfg.Clients) > 0 && !slices.Contains(v.cfg.Clients, claims.ClientID) {
+		return nil, fail(WrongClient, "client_id %q is not one of %q", claims.ClientID, v.cfg.Clients)
+	}
+	return claims, nil
+}
+
+// recall returns a copy of a token's claims verified lately.
+func (v *Verifier) recall(sum [sha256.Size]byte, now time.Time) (*tokens.AccessClaims, bool) {
+	if v.cfg.CacheSize < 0 {
+		return nil, false
+	}
+	v.seenMu.Lock()
+	e, ok := v.seen[sum]
+	v.seenMu.Unlock()
+	if !ok || !now.Before(e.until) {
+		return nil, false
+	}
+	c := e.claims
+	c.Audience, c.Scope, c.AMR = slices.Clone(c.Audience), slices.Clone(c.Scope), slices.Clone(c.AMR)
+	return &c, true
+}
+
+func (v *Verifier) remember(sum [sha256.Size]byte, claims *tokens.AccessClaims, now time.Time) {
+	if v.cfg.CacheSize < 0 {
+		return
+	}
+	until := time.Unix(claims.Expiry, 0).Add(v.cfg.Leeway)
+	if limit := now.Add(cacheTTL); limit.Before(until) {
+		until = limit
+	}
+	c := *claims
+	c.Audience, c.Scope, c.AMR = slices.Clone(c.Audience), slices.Clone(c.Scope), slices.Clone(c.AMR)
+	v.seenMu.Lock()
+	defer v.seenMu.Unlock()
+	if v.seen == nil {
+		v.seen = map[[sha256.Size]byte]seenToken{}
+	}
+	if len(v.seen) >= v.cfg.CacheSize {
+		// Full: drop what has lapsed, or else some entry (map order is
+		// random enough for a cache that only saves work).
+		for k, e := range v.seen {
+			if !now.Before(e.until) || len(v.seen) >= v.cfg.CacheSize {
+				delete(v.seen, k)
+			}
+			if len(v.seen) < v.cfg.CacheSize/2 {
+				break
+			}
+		}
+	}
+	v.seen[sum] = seenToken{claims: c, until: until}
+}
+
+// verify checks a token's signature and claims.
+func (v *Verifier) verify(ctx context.Context, token string, now time.Time) (*tokens.AccessClaims, error) {
 	jws, err := tokens.ParseJWS(token)
 	if err != nil {
 		return nil, err
@@ -165,7 +257,6 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*tokens.AccessClai
 	if !tokens.IsAccessTokenType(jws.Type) {
 		return nil, fail(WrongType, "header typ %q, want %q", jws.Type, tokens.TypAccessToken)
 	}
-	now := v.cfg.Now()
 	key, err := v.key(ctx, jws.KeyID, jws.Algorithm, now)
 	if err != nil {
 		return nil, err
@@ -174,12 +265,5 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*tokens.AccessClai
 	if err != nil {
 		return nil, err
 	}
-	claims, err := tokens.AccessCheck{Issuer: v.cfg.Issuer, Audiences: []string{v.cfg.Audience}, Now: now, Leeway: v.cfg.Leeway}.Claims(payload)
-	if err != nil {
-		return nil, err
-	}
-	if len(v.cfg.Clients) > 0 && !slices.Contains(v.cfg.Clients, claims.ClientID) {
-		return nil, fail(WrongClient, "client_id %q is not one of %q", claims.ClientID, v.cfg.Clients)
-	}
-	return claims, nil
+	return tokens.AccessCheck{Issuer: v.cfg.Issuer, Audiences: []string{v.cfg.Audience}, Now: now, Leeway: v.cfg.Leeway}.Claims(payload)
 }

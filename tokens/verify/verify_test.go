@@ -745,10 +745,22 @@ func BenchmarkVerify(b *testing.B) {
 	}
 	pub := f.keys.PublicJWKS(t0).Keys[0].Key
 
+	// A resource server sees one token on every request of a session: the
+	// verifier checks its signature once a minute and remembers it.
 	b.Run("verifier", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := v.Verify(ctx, tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// A token seen for the first time: the whole check.
+	uncached := f.verifier(b, func(c *verify.Config) { c.CacheSize = -1 })
+	b.Run("verifier-first-sight", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := uncached.Verify(ctx, tok); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -766,4 +778,80 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestVerifiedTokensAreRemembered: a token verified once is taken on trust
+// for at most a minute (cacheTTL) and never past its expiry; after that
+// its signature is checked again, so a key the issuer withdraws stops
+// working. What Verify returns is the caller's to change.
+func TestVerifiedTokensAreRemembered(t *testing.T) {
+	f := newFakeIssuer(t)
+	v := f.verifier(t, func(c *verify.Config) { c.RefreshInterval = 30 * time.Second })
+	ctx := context.Background()
+	tok := f.sign(t, f.claims())
+	got, err := v.Verify(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.AMR[0] = "changed"
+	if again, err := v.Verify(ctx, tok); err != nil || again.AMR[0] != tokens.MethodPassword {
+		t.Fatalf("the remembered claims were changed by a caller: %v, %v", again, err)
+	}
+	// The issuer withdraws its key: within the minute the token is still
+	// remembered, after it the signature is checked against the new keys.
+	f.mu.Lock()
+	f.keys = newKeySet(t, tokens.ES256)
+	f.mu.Unlock()
+	f.clock.Advance(40 * time.Second)
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatalf("within the minute: %v", err)
+	}
+	f.clock.Advance(30 * time.Second)
+	// The stale keys are refreshed behind the first check that finds them
+	// old, which still passes on the old key; once the new keys are in and
+	// that check's minute is over, the token fails: a withdrawn key stops
+	// working within the keys' refresh interval and a minute.
+	hits := f.hits.Load()
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatalf("the check that finds the keys stale: %v", err)
+	}
+	for f.hits.Load() == hits {
+		time.Sleep(time.Millisecond)
+	}
+	// The fetched keys are installed just after the issuer has answered;
+	// until then each minute's check may pass on the old key once more.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f.clock.Advance(61 * time.Second)
+		_, err := v.Verify(ctx, tok)
+		if errors.Is(err, verify.UnknownKey) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the refresh, a token of a withdrawn key: %v, want unknown key", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	// A remembered token expires when it does.
+	f2 := newFakeIssuer(t)
+	v2 := f2.verifier(t, func(c *verify.Config) { c.Leeway = time.Second })
+	c := f2.claims()
+	c.Expiry = f2.clock.Now().Add(10 * time.Second).Unix()
+	short := f2.sign(t, c)
+	if _, err := v2.Verify(ctx, short); err != nil {
+		t.Fatal(err)
+	}
+	f2.clock.Advance(12 * time.Second)
+	if _, err := v2.Verify(ctx, short); !errors.Is(err, tokens.Expired) {
+		t.Fatalf("a remembered token past its exp: %v, want expired", err)
+	}
+	// With the cache off, every call checks the signature (and fetches
+	// nothing more: the keys are cached apart).
+	v3 := f2.verifier(t, func(c *verify.Config) { c.CacheSize = -1 })
+	for range 3 {
+		if _, err := v3.Verify(ctx, f2.sign(t, f2.claims())); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
