@@ -503,7 +503,9 @@ func (s *Server) deviceRefused(w http.ResponseWriter, page devicePage, err error
 // deviceStep sends the browser to collect what the request still needs
 // (its amr and max_age, and the policy of an organization it names that the
 // person belongs to), as orgGate does, and reports whether the session is
-// enough.
+// enough. As at the authorization endpoint, max_age counts back from when
+// the device asked, so that a sign-in made for it is fresh however long
+// the person took.
 func (s *Server) deviceStep(w http.ResponseWriter, r *http.Request, g *deviceGrant, ls *LoginSession, u *User, back string) bool {
 	ctx := r.Context()
 	now := s.cfg.Now()
@@ -530,7 +532,7 @@ func (s *Server) deviceStep(w http.ResponseWriter, r *http.Request, g *deviceGra
 			"Signing in through "+truncate(st.Provider, 64)+" is required, and this server has no such provider. Ask the organization's owners.")
 		return false
 	}
-	if missing := tokens.Missing(want, ls.AMR(), ls.AuthTime(), now); st.Kind == step.Done && missing.Satisfied() {
+	if missing := tokens.Missing(want, ls.AMR(), ls.AuthTime(), g.RequestedAt); st.Kind == step.Done && missing.Satisfied() {
 		return true
 	}
 	if st.Kind == step.Done {

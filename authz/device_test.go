@@ -399,6 +399,28 @@ func TestDeviceStepUpMFA(t *testing.T) {
 	}
 }
 
+// TestDeviceMaxAge: max_age=0 asks for a sign-in after the device asked,
+// even of a browser signed in before; once made, it is enough (no loop).
+func TestDeviceMaxAge(t *testing.T) {
+	ts := newTestServer(t, withDevice)
+	b, _ := loginAs(t, ts, "alice")
+	ts.Clock.Advance(2 * time.Second)
+	d := startDevice(t, ts, url.Values{"max_age": {"0"}})
+	p := b.get(d.Complete)
+	if p.Request.URL.Path != "/login" {
+		t.Fatalf("max_age=0 with an older session: %s %d %s", p.Request.URL, p.StatusCode, p.Body)
+	}
+	p = b.login(p, "alice", alicePassword)
+	if p.Request.URL.Path != "/device" || !strings.Contains(p.Body, `value="allow"`) {
+		t.Fatalf("after signing in again: %s %d %s", p.Request.URL, p.StatusCode, p.Body)
+	}
+	decide(t, ts, b, p, "allow")
+	if status, body := poll(t, ts, d.DeviceCode); status != http.StatusOK {
+		t.Fatalf("poll: %d %v", status, body)
+	}
+	ts.Clock.Advance(-2 * time.Second)
+}
+
 // TestDeviceNeedsSignIn: the page sends a browser without a session to
 // sign in and back to the code.
 func TestDeviceNeedsSignIn(t *testing.T) {
