@@ -49,7 +49,7 @@ func (k KRL) Marshal() ([]byte, error) {
 	b.Write(be32(krlFormatVersion))
 	b.Write(be64(k.Version))
 	b.Write(be64(uint64(max(k.Generated.Unix(), 0))))
-	b.Write(be64(0))         // flags: none defined
+	b.Write(be64(0))        // flags: none defined
 	b.Write(sshString(nil)) // reserved
 	b.Write(sshString([]byte(k.Comment)))
 	for _, r := range k.Revoked {
