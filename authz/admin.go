@@ -105,6 +105,10 @@ func (s *Server) adminUpdateUser(w http.ResponseWriter, r *http.Request) {
 		s.storeOrInternal(w, err)
 		return
 	}
+	if err := s.revokeCertificates(r.Context(), certificatesOfDisabled(u)); err != nil {
+		s.storeOrInternal(w, err)
+		return
+	}
 	s.log.Info("instance administrator changed a person", "admin", c.user.ID, "user", u.ID, "disabled", u.Disabled)
 	writeJSON(w, http.StatusOK, viewOf(u))
 }

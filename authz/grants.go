@@ -427,6 +427,9 @@ func (g *grantStore) RevokeAccessToken(ctx context.Context, family string) error
 	if !validFamily(family) {
 		return fosite.ErrNotFound
 	}
+	if err := g.revokeCertificates(ctx, family); err != nil {
+		return err
+	}
 	return toFosite(g.apply(ctx, family, time.Time{}, storage.DeletePrefix(kindAccess)))
 }
 

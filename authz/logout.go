@@ -73,6 +73,10 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
+	if err := s.revokeCertificates(ctx, certificatesOfSession(ls)); err != nil {
+		s.authorizeError(w, nil, err)
+		return
+	}
 	if err := s.sessions.end(ctx, w, sid); err != nil {
 		s.authorizeError(w, nil, err)
 		return

@@ -323,6 +323,9 @@ func (m *secondFactors) disable(ctx context.Context, userID, code, addr string) 
 	if _, err := m.verify(ctx, userID, code, addr); err != nil {
 		return err
 	}
+	if _, err := (certLedgers{kv: m.kv, now: m.now}).revoke(ctx, certificatesOfMFAOff(userID)); err != nil {
+		return err
+	}
 	return m.kv.Delete(ctx, mfaNS, userID)
 }
 

@@ -114,6 +114,9 @@ func (s *Server) dropMember(ctx context.Context, q *orgRequest, ref string) (*Us
 	if err := memberRefusal(s.people.RemoveMember(ctx, q.org.ID, u.ID), q.org.ID); err != nil {
 		return nil, err
 	}
+	if err := s.revokeCertificates(ctx, certificatesOfPerson(u.ID, revokedRemoved)); err != nil {
+		return nil, err
+	}
 	action := "member.remove"
 	if leaving {
 		action = "member.leave"

@@ -54,10 +54,14 @@ func (s *Server) setPassword(ctx context.Context, userID, password string) (*Use
 		return nil, err
 	}
 	now := s.cfg.Now()
-	return s.people.UpdateUser(ctx, userID, func(u *User) error {
+	u, err := s.people.UpdateUser(ctx, userID, func(u *User) error {
 		u.PasswordHash, u.SignedOutAt = hash, now
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return u, s.revokeCertificates(ctx, certificatesOfPerson(userID, revokedPassword))
 }
 
 // passwordPageGet is GET /account/password.

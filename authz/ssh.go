@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -120,6 +121,22 @@ func (s *Server) sshCertificate(w http.ResponseWriter, r *http.Request) {
 		return
 	case err != nil:
 		s.internalError(w, err)
+		return
+	}
+	// Entered before it is handed out, so that it can be revoked; refused
+	// where a revocation took this token's grant or login meanwhile.
+	var revoked *errCertificatesRevoked
+	switch err := s.certLedgers().issued(ctx, u.ID, claims.ID, claims.AuthTime, claims.AMR, cert, ca.PublicKey()); {
+	case errors.As(err, &revoked):
+		writeError(w, http.StatusUnauthorized, "invalid_token", "No certificate for this token: "+revoked.Error()+". Log in again.")
+		return
+	case errors.Is(err, errTooManyCertificates):
+		w.Header().Set("Retry-After", "60")
+		writeError(w, http.StatusTooManyRequests, "slow_down",
+			fmt.Sprintf("You have %d SSH certificates that have not expired; reuse one rather than asking for more.", maxLiveCertificates))
+		return
+	case err != nil:
+		s.storeOrInternal(w, err)
 		return
 	}
 	s.metrics.certificates.Inc()
