@@ -2,6 +2,8 @@ package authz
 
 import (
 	"net/http"
+
+	"github.com/stepup-dev/stepup/tokens"
 )
 
 // Org is an organization and its members as the config seeds them; at run
@@ -73,8 +75,8 @@ func (s *Server) access(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if o == nil {
-		writeJSON(w, http.StatusOK, map[string]any{"member": false})
+		writeJSON(w, http.StatusOK, tokens.Access{Member: false})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"member": true, "role": role, "requirements": securityOf(o).requirements()})
+	writeJSON(w, http.StatusOK, tokens.Access{Member: true, Role: role, Requirements: securityOf(o).requirements()})
 }

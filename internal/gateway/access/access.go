@@ -79,14 +79,9 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Answer is the server's word on one person and one organization.
-type Answer struct {
-	Member bool   `json:"member"`
-	Role   string `json:"role,omitempty"`
-	// Requirements are what the organization demands of every member's
-	// authentication; zero for a non-member.
-	Requirements tokens.Requirements `json:"requirements"`
-}
+// Answer is the server's word on one person and one organization, in the
+// type the server writes it with.
+type Answer = tokens.Access
 
 // Client reads access answers. Safe for concurrent use.
 type Client struct {
