@@ -51,8 +51,6 @@ const (
 	// ruleLifetime is how long a rule refuses new certificates: the
 	// longest a certificate lives, far past any request in flight.
 	ruleLifetime = sshca.DefaultMaxTTL
-	// maxLiveCertificates bounds one person's ledger.
-	maxLiveCertificates = 500
 	// maxRules bounds the revocations a ledger remembers; beyond, the
 	// oldest give way (their certificates stay revoked and listed).
 	maxRules = 100
@@ -187,7 +185,7 @@ func (e *errCertificatesRevoked) Error() string {
 	return "this login's SSH certificates were revoked (" + e.reason + ")"
 }
 
-// errTooManyCertificates refuses a certificate beyond maxLiveCertificates.
+// errTooManyCertificates refuses a certificate beyond Config.MaxLiveCertificates.
 var errTooManyCertificates = errors.New("too many live SSH certificates")
 
 // certLedgers reads and writes ledgers and the revocation list. It is a
@@ -196,9 +194,13 @@ var errTooManyCertificates = errors.New("too many live SSH certificates")
 type certLedgers struct {
 	kv  storage.KV
 	now func() time.Time
+	// max is how many live certificates a person's ledger takes.
+	max int
 }
 
-func (s *Server) certLedgers() certLedgers { return certLedgers{kv: s.store, now: s.cfg.Now} }
+func (s *Server) certLedgers() certLedgers {
+	return certLedgers{kv: s.store, now: s.cfg.Now, max: s.cfg.MaxLiveCertificates}
+}
 
 func ledgerKey(userID string) string { return "person/" + userID }
 
@@ -331,7 +333,7 @@ func (l certLedgers) issued(ctx context.Context, userID, tokenID string, authTim
 				return nil, &errCertificatesRevoked{reason: r.Reason}
 			}
 		}
-		if len(lg.Certs) >= maxLiveCertificates {
+		if len(lg.Certs) >= l.max {
 			return nil, errTooManyCertificates
 		}
 		lg.Certs = append(lg.Certs, entry)

@@ -52,6 +52,9 @@ type Config struct {
 	// ReminderInterval is the least time between two reminders to one
 	// member.
 	ReminderInterval time.Duration // 24h
+	// MaxLiveCertificates bounds how many unexpired SSH certificates one
+	// person may hold, which bounds their revocation ledger. Default 500.
+	MaxLiveCertificates int
 
 	AccessTokenTTL  time.Duration // 1h
 	IDTokenTTL      time.Duration // 1h
@@ -126,6 +129,9 @@ func (c *Config) setDefaults() {
 	def(&c.KeyRotation, 30*24*time.Hour)
 	def(&c.SSHCARotation, 90*24*time.Hour)
 	def(&c.ReminderInterval, 24*time.Hour)
+	if c.MaxLiveCertificates == 0 {
+		c.MaxLiveCertificates = 500
+	}
 	def(&c.FailureWindow, 15*time.Minute)
 	def(&c.APITokenTTL, 90*24*time.Hour)
 	if c.SigningAlg == "" {

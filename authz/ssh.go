@@ -133,7 +133,7 @@ func (s *Server) sshCertificate(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, errTooManyCertificates):
 		w.Header().Set("Retry-After", "60")
 		writeError(w, http.StatusTooManyRequests, "slow_down",
-			fmt.Sprintf("You have %d SSH certificates that have not expired; reuse one rather than asking for more.", maxLiveCertificates))
+			fmt.Sprintf("You have %d SSH certificates that have not expired; reuse one rather than asking for more.", s.cfg.MaxLiveCertificates))
 		return
 	case err != nil:
 		s.storeOrInternal(w, err)

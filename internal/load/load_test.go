@@ -41,6 +41,9 @@ func startServer(t *testing.T) string {
 		Users:  []authz.User{{ID: "u_alice", Username: username, Email: "alice@example.com", PasswordHash: hash}},
 		Orgs:   []authz.Org{{ID: orgID, Name: "ACME", Members: []authz.Member{{UserID: "u_alice", Role: "owner"}}}},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// The ssh scenario asks for far more certificates than a person
+		// would hold.
+		MaxLiveCertificates: 50000,
 	})
 }
 
