@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strconv"
 
 	"golang.org/x/crypto/ssh"
 
@@ -19,7 +20,23 @@ const (
 	extUserID   = "stepup-gateway-user-id"
 	extClaims   = "stepup-gateway-claims"
 	extTokenID  = "stepup-gateway-token-id"
+	extSerial   = "stepup-gateway-serial"
 )
+
+// identity is who a verified certificate says is connecting.
+type identity struct {
+	Username string // the certificate's first principal
+	UserID   string // its KeyId
+	Claims   sshca.Claims
+	TokenID  string
+	Serial   uint64
+}
+
+// attempt is id's attempt to use service.
+func (id identity) attempt(service string) Attempt {
+	return Attempt{Service: service, Username: id.Username, UserID: id.UserID, AMR: id.Claims.AMR, AuthTime: id.Claims.AuthTime,
+		Serial: id.Serial, Certificate: true}
+}
 
 var errNotCertificate = errors.New("only Stepup SSH certificates are accepted, not plain keys")
 
@@ -39,6 +56,13 @@ func (s *Server) authenticate(conn ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 	// shown the certificate's own username where it expects the login
 	// name; everything else it checks as usual.
 	if _, err := s.checker.Authenticate(loginAs{conn, username}, cert); err != nil {
+		// The checker asks the revocation list (IsRevoked); a certificate
+		// it refused for that is told why, in the banner that ssh shows.
+		if d, done := decideRevocation(s.revoked, Attempt{
+			Service: conn.User(), Username: username, UserID: cert.KeyId, Serial: cert.Serial, Certificate: true,
+		}); done {
+			return nil, &ssh.BannerError{Err: err, Message: d.SSHText()}
+		}
 		return nil, err
 	}
 	if cert.KeyId == "" {
@@ -60,6 +84,7 @@ func (s *Server) authenticate(conn ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 			extUserID:   cert.KeyId,
 			extClaims:   string(raw),
 			extTokenID:  tokenID,
+			extSerial:   strconv.FormatUint(cert.Serial, 10),
 		},
 	}, nil
 }
@@ -81,6 +106,11 @@ func identityOf(p *ssh.Permissions) (identity, error) {
 		UserID:   p.Extensions[extUserID],
 		TokenID:  p.Extensions[extTokenID],
 	}
+	serial, err := strconv.ParseUint(p.Extensions[extSerial], 10, 64)
+	if err != nil {
+		return identity{}, fmt.Errorf("gateway: certificate serial: %w", err)
+	}
+	id.Serial = serial
 	if err := json.Unmarshal([]byte(p.Extensions[extClaims]), &id.Claims); err != nil {
 		return identity{}, fmt.Errorf("gateway: certificate claims: %w", err)
 	}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/stepup-dev/stepup/internal/gateway/revoked"
 )
 
 // Defaults for Config.
@@ -105,6 +107,13 @@ type Config struct {
 	TrustRefresh    time.Duration
 	TrustMinRefetch time.Duration
 	AccessTTL       time.Duration
+	// RevocationRefresh is how often the revocation list is fetched
+	// (revoked.DefaultRefreshEvery); once it is older than
+	// RevocationMaxAge (revoked.DefaultMaxAge, at least twice the
+	// refresh) for want of a fetch that succeeds, no certificate is
+	// admitted. See package revoked.
+	RevocationRefresh time.Duration
+	RevocationMaxAge  time.Duration
 
 	Now    func() time.Time // time.Now; certificate validity and policy
 	Logger *slog.Logger     // slog.Default()
@@ -150,6 +159,8 @@ func (c Config) withDefaults() Config {
 	def(&c.IdleTimeout, DefaultIdleTimeout)
 	def(&c.DecideTimeout, DefaultDecideTimeout)
 	def(&c.ShutdownGrace, DefaultShutdownGrace)
+	def(&c.RevocationRefresh, revoked.DefaultRefreshEvery)
+	def(&c.RevocationMaxAge, max(revoked.DefaultMaxAge, 2*c.RevocationRefresh))
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
 	}
@@ -203,10 +214,14 @@ func (c Config) Validate() error {
 		{"HandshakeTimeout", c.HandshakeTimeout}, {"IdleTimeout", c.IdleTimeout},
 		{"DecideTimeout", c.DecideTimeout}, {"ShutdownGrace", c.ShutdownGrace},
 		{"TrustRefresh", c.TrustRefresh}, {"TrustMinRefetch", c.TrustMinRefetch}, {"AccessTTL", c.AccessTTL},
+		{"RevocationRefresh", c.RevocationRefresh}, {"RevocationMaxAge", c.RevocationMaxAge},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("gateway: %s must not be negative, got %v", d.name, d.v))
 		}
+	}
+	if c.RevocationMaxAge < c.RevocationRefresh {
+		errs = append(errs, fmt.Errorf("gateway: RevocationMaxAge %v is shorter than RevocationRefresh %v: the list would be too old between two fetches", c.RevocationMaxAge, c.RevocationRefresh))
 	}
 	if c.MaxConns < 0 || c.MaxPreAuth < 0 || c.MaxPreAuthPerSource < 0 || c.MaxSessions < 0 {
 		errs = append(errs, errors.New("gateway: MaxConns, MaxPreAuth, MaxPreAuthPerSource and MaxSessions must not be negative"))

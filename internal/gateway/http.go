@@ -8,30 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/stepup-dev/stepup/tokens"
 	"github.com/stepup-dev/stepup/tokens/verify"
 )
-
-// The gateway HTTP API's error bodies, beside those of package verify.
-var (
-	// notFound is the same for an unknown service and a non-member: whether
-	// a service exists is not for outsiders to learn.
-	notFound = apiError{Error: "not_found", Description: "The service doesn't exist or you do not have access to it."}
-	// unavailable names no cause, as unavailableText does for SSH; the
-	// details are in the log.
-	unavailable = apiError{Error: verify.ErrorUnavailable, Description: "The access service is unavailable; try again shortly."}
-)
-
-type apiError struct {
-	Error       string `json:"error"`
-	Description string `json:"error_description"`
-}
-
-// project is the answer to GET /projects/{service} when the token is enough.
-type project struct {
-	Service string `json:"service"`
-	Org     string `json:"org"`
-}
 
 // HTTPHandler serves the gateway's HTTP API, GET /projects/{service}, to
 // people with a Stepup access token: the same policy as for SSH, answered
@@ -66,7 +44,7 @@ func newHTTPAPI(v *verify.Verifier, api *httpAPI, timeout time.Duration) http.Ha
 }
 
 type httpAPI struct {
-	access   accessLookup
+	access   AccessLookup
 	services map[string]string // service → org
 	now      func() time.Time
 	log      *slog.Logger
@@ -79,31 +57,13 @@ func (a *httpAPI) serveProject(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no verified token", http.StatusInternalServerError)
 		return
 	}
-	service := r.PathValue("service")
-	org, ok := a.services[service]
-	if !ok {
-		writeJSON(w, http.StatusNotFound, notFound)
-		return
+	d := Decide(r.Context(), Policy{Services: a.services, Access: a.access, Now: a.now}, Attempt{
+		Service: r.PathValue("service"), UserID: claims.Subject, AMR: claims.AMR, AuthTime: claims.AuthTime,
+	})
+	if d.Kind == Unavailable {
+		a.log.Warn("could not ask the server about access", "service", d.Service, "org", d.Org, "user_id", claims.Subject, "err", d.Err)
 	}
-	ans, err := a.access.Lookup(r.Context(), org, claims.Subject)
-	if err != nil {
-		a.log.Warn("could not ask the server about access", "service", service, "org", org, "user_id", claims.Subject, "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, unavailable)
-		return
-	}
-	if !ans.Member {
-		writeJSON(w, http.StatusNotFound, notFound)
-		return
-	}
-	var authTime time.Time
-	if claims.AuthTime > 0 {
-		authTime = time.Unix(claims.AuthTime, 0)
-	}
-	if missing := tokens.Missing(ans.Requirements, claims.AMR, authTime, a.now()); !missing.Satisfied() {
-		verify.Challenge(w, missing)
-		return
-	}
-	writeJSON(w, http.StatusOK, project{Service: service, Org: org})
+	d.WriteHTTP(w)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -64,7 +64,7 @@ func newAPITest(t *testing.T, edit func(*Config)) *apiTest {
 }
 
 // use makes the API take its access answers from l.
-func (a *apiTest) use(t *testing.T, l accessLookup) {
+func (a *apiTest) use(t *testing.T, l AccessLookup) {
 	t.Helper()
 	a.server.access = l
 	h, err := a.server.HTTPHandler()

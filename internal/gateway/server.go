@@ -24,6 +24,7 @@ import (
 
 	"github.com/stepup-dev/stepup/internal/gateway/access"
 	"github.com/stepup-dev/stepup/internal/gateway/gitrepo"
+	"github.com/stepup-dev/stepup/internal/gateway/revoked"
 	"github.com/stepup-dev/stepup/internal/gateway/trust"
 )
 
@@ -37,7 +38,8 @@ type Server struct {
 	sshCfg  *ssh.ServerConfig
 	checker *ssh.CertChecker
 	trust   *trust.Cache
-	access  accessLookup
+	revoked *revoked.Cache
+	access  AccessLookup
 	repos   *gitrepo.Repos
 
 	slots   chan struct{} // one per open connection, up to MaxConns
@@ -73,6 +75,13 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	rc, err := revoked.New(revoked.Config{
+		Issuer: cfg.Issuer, HTTPClient: cfg.HTTPClient, RefreshEvery: cfg.RevocationRefresh,
+		MaxAge: cfg.RevocationMaxAge, Now: cfg.Now, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
 	ac, err := access.New(access.Config{
 		Issuer: cfg.Issuer, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
 		HTTPClient: cfg.HTTPClient, TTL: cfg.AccessTTL, Now: cfg.Now,
@@ -84,9 +93,10 @@ func New(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		trust:   tc,
+		revoked: rc,
 		access:  ac,
 		repos:   &gitrepo.Repos{Root: cfg.GitRoot},
-		checker: &ssh.CertChecker{IsUserAuthority: tc.IsUserAuthority, Clock: cfg.Now},
+		checker: &ssh.CertChecker{IsUserAuthority: tc.IsUserAuthority, IsRevoked: rc.IsRevoked, Clock: cfg.Now},
 		slots:   make(chan struct{}, cfg.MaxConns),
 		preAuth: newPreAuth(cfg.MaxPreAuthPerSource, cfg.MaxPreAuth),
 		conns:   map[*conn]struct{}{},
@@ -133,6 +143,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	cancel()
 	go s.trust.Run(ctx)
+	if _, err := s.revoked.Refresh(ctx); err != nil {
+		s.log.Warn("could not fetch the SSH revocation list; certificates are refused until a later attempt succeeds", "err", err)
+	} else {
+		s.log.Info("fetched the SSH revocation list", "revoked", s.revoked.Len(), "refresh_every", s.cfg.RevocationRefresh)
+	}
+	go s.revoked.Run(ctx, s.closeRevoked)
 
 	stop := context.AfterFunc(ctx, func() { _ = l.Close() })
 	defer stop()
@@ -243,6 +259,8 @@ type conn struct {
 	// slot is set while c holds one of Server.slots: from accept until
 	// it ends, or until a newcomer that displaced it takes the slot over.
 	slot atomic.Bool
+	// serial is the certificate's, once authenticated (0 before).
+	serial atomic.Uint64
 
 	mu       sync.Mutex
 	sessions int
@@ -311,8 +329,15 @@ func (s *Server) serveConn(c *conn) {
 		s.log.Error("SSH connection without identity", "remote", remote, "err", err)
 		return
 	}
-	log := s.log.With("remote", remote, "service", service, "user", id.Username, "user_id", id.UserID, "token_id", id.TokenID)
+	log := s.log.With("remote", remote, "service", service, "user", id.Username, "user_id", id.UserID, "token_id", id.TokenID, "serial", id.Serial)
 	log.Info("SSH connection authenticated")
+	c.serial.Store(id.Serial)
+	if st, _ := s.revoked.Status(id.Serial); st == revoked.Revoked {
+		// Revoked between authentication and here: closeRevoked may
+		// have looked before the serial was stored.
+		log.Info("closing an SSH connection whose certificate was revoked")
+		return
+	}
 
 	// Sessions outlive a shutdown signal by the grace period, so their
 	// context ends with the connection, not with the server's.
@@ -343,6 +368,24 @@ func (s *Server) serveConn(c *conn) {
 	cancel()
 	sessions.Wait()
 	log.Info("SSH connection closed")
+}
+
+// closeRevoked closes the connections whose certificates the list now
+// revokes; it runs after each refresh that changed the list. Sessions on
+// them end with the connection: a revoked certificate keeps nothing open.
+func (s *Server) closeRevoked() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		serial := c.serial.Load()
+		if serial == 0 {
+			continue
+		}
+		if st, _ := s.revoked.Status(serial); st == revoked.Revoked {
+			s.log.Info("closing an SSH connection whose certificate was revoked", "remote", c.raw.RemoteAddr().String(), "serial", serial)
+			_ = c.raw.Close()
+		}
+	}
 }
 
 // idleConn closes a connection on which nothing moved for idle: each read

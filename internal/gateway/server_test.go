@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,10 @@ type fakeIssuer struct {
 	tokenCalls  atomic.Int32
 	accessCalls atomic.Int32
 	authCalls   atomic.Int32
+	// revoked are the serials GET /ssh/revoked lists; revokedStatus, when
+	// set, is its answer instead.
+	revoked       []uint64
+	revokedStatus int
 }
 
 func newFakeIssuer(t *testing.T) *fakeIssuer {
@@ -69,6 +74,19 @@ func newFakeIssuer(t *testing.T) *fakeIssuer {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		_ = json.NewEncoder(w).Encode(map[string]any{"authorities": f.authorities})
+	})
+	mux.HandleFunc("GET /ssh/revoked", func(w http.ResponseWriter, _ *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.revokedStatus != 0 {
+			w.WriteHeader(f.revokedStatus)
+			return
+		}
+		list := []map[string]any{}
+		for _, serial := range f.revoked {
+			list = append(list, map[string]any{"serial": strconv.FormatUint(serial, 10), "token_id": "fam.x", "expires_at": 1})
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"version": len(f.revoked), "revoked": list})
 	})
 	mux.HandleFunc("POST /oauth2/token", func(w http.ResponseWriter, r *http.Request) {
 		f.tokenCalls.Add(1)
@@ -105,6 +123,20 @@ func newFakeIssuer(t *testing.T) *fakeIssuer {
 	f.Server = httptest.NewServer(mux)
 	t.Cleanup(f.Close)
 	return f
+}
+
+// revoke lists serial at GET /ssh/revoked.
+func (f *fakeIssuer) revoke(serial uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.revoked = append(f.revoked, serial)
+}
+
+// failRevoked makes GET /ssh/revoked answer status (0: the list again).
+func (f *fakeIssuer) failRevoked(status int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.revokedStatus = status
 }
 
 func (f *fakeIssuer) trust(pub ssh.PublicKey) {
@@ -231,6 +263,9 @@ func startGateway(t *testing.T, f *fakeIssuer, clk *clock, mutate func(*Config))
 		GitRoot:      t.TempDir(),
 		Now:          clk.Now,
 		Logger:       slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// Tests move the clock by hours; the list stays young unless a
+		// test says otherwise.
+		RevocationMaxAge: 24 * time.Hour,
 	}
 	if mutate != nil {
 		mutate(&cfg)

@@ -84,16 +84,17 @@ func exit(ch ssh.Channel, code int) {
 func (s *Server) start(ctx context.Context, log *slog.Logger, service string, id identity, ch ssh.Channel, command string, env []string) int {
 	log = log.With("command", command)
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.DecideTimeout)
-	refusal, err := decide(dctx, s.access, s.cfg.Services, service, id, s.cfg.Now())
+	d := Decide(dctx, Policy{Services: s.cfg.Services, Access: s.access, Revocations: s.revoked, Now: s.cfg.Now}, id.attempt(service))
 	cancel()
-	if err != nil {
-		log.Error("could not ask the server about access", "err", err)
-	}
-	if refusal != "" {
-		if err == nil {
-			log.Info("SSH session refused", "reason", oneLine(refusal))
-		}
-		_, _ = io.WriteString(ch.Stderr(), refusal)
+	switch d.Kind {
+	case Allow:
+	case Unavailable:
+		log.Error("could not decide on an SSH session", "kind", d.Kind.String(), "err", d.Err)
+		_, _ = io.WriteString(ch.Stderr(), d.SSHText())
+		return exitRefused
+	default:
+		log.Info("SSH session refused", "kind", d.Kind.String(), "reason", oneLine(d.SSHText()))
+		_, _ = io.WriteString(ch.Stderr(), d.SSHText())
 		return exitRefused
 	}
 	log.Info("SSH session allowed")
