@@ -7,6 +7,7 @@
 //	               [--http-addr HOST:PORT] [--host-key FILE] [--state-dir DIR]
 //	               [--git-root DIR] [--handshake-timeout D]
 //	               [--max-preauth N] [--max-preauth-per-source N]
+//	               [--revocation-refresh D] [--revocation-max-age D]
 package main
 
 import (
@@ -27,6 +28,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/stepup-dev/stepup/internal/gateway"
+	"github.com/stepup-dev/stepup/internal/gateway/revoked"
 )
 
 func main() {
@@ -52,6 +54,8 @@ type options struct {
 	handshakeTimeout   time.Duration
 	maxPreAuth         int // in all
 	maxPreAuthPerSrc   int
+	revocationRefresh  time.Duration
+	revocationMaxAge   time.Duration
 }
 
 // errUsage is a flag problem the flag package has already explained.
@@ -73,6 +77,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		fmt.Sprintf("unauthenticated connections open at once from all addresses together (at most %d), so that the rest of the %[1]d connection slots stay for authenticated ones; at the limit, each new one closes the longest-waiting one of the address with the most", gateway.DefaultMaxConns))
 	fs.IntVar(&o.maxPreAuthPerSrc, "max-preauth-per-source", gateway.DefaultMaxPreAuthPerSource,
 		"unauthenticated connections one address (an IPv6 /64) may have open; more are closed at once. Behind a proxy that hides clients' addresses, raise it to --max-preauth to turn it off")
+	fs.DurationVar(&o.revocationRefresh, "revocation-refresh", revoked.DefaultRefreshEvery,
+		"how often to fetch the server's list of revoked SSH certificates (GET /ssh/revoked); a revoked certificate is refused within this")
+	fs.DurationVar(&o.revocationMaxAge, "revocation-max-age", revoked.DefaultMaxAge,
+		"how old the revocation list may grow while it cannot be fetched; beyond, no certificate is admitted until it is fetched again (at least twice --revocation-refresh)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
@@ -86,6 +94,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.handshakeTimeout <= 0 || o.maxPreAuth <= 0 || o.maxPreAuthPerSrc <= 0 {
 		fmt.Fprintln(stderr, "stepup-gateway: --handshake-timeout, --max-preauth and --max-preauth-per-source must be positive")
+		return o, errUsage
+	}
+	if o.revocationRefresh <= 0 || o.revocationMaxAge < 2*o.revocationRefresh {
+		fmt.Fprintln(stderr, "stepup-gateway: --revocation-refresh must be positive and --revocation-max-age at least twice it")
 		return o, errUsage
 	}
 	if o.maxPreAuth > gateway.DefaultMaxConns {
@@ -120,6 +132,7 @@ func run(args []string, stderr io.Writer) error {
 		Services: file.services, ClientID: file.clientID, ClientSecret: file.clientSecret, TokenClients: file.tokenClients,
 		HostKey: hostKey, GitRoot: o.gitRoot, Logger: log,
 		HandshakeTimeout: o.handshakeTimeout, MaxPreAuth: o.maxPreAuth, MaxPreAuthPerSource: o.maxPreAuthPerSrc,
+		RevocationRefresh: o.revocationRefresh, RevocationMaxAge: o.revocationMaxAge,
 	})
 	if err != nil {
 		return err

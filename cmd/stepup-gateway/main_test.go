@@ -38,3 +38,24 @@ func TestLimitFlags(t *testing.T) {
 		t.Errorf("--max-preauth 257: %v, %q", err, stderr.String())
 	}
 }
+
+func TestRevocationFlags(t *testing.T) {
+	var stderr strings.Builder
+	o, err := parseFlags(nil, &stderr)
+	if err != nil || o.revocationRefresh != 5*time.Second || o.revocationMaxAge != 30*time.Second {
+		t.Fatalf("defaults: refresh %v, max age %v, %v", o.revocationRefresh, o.revocationMaxAge, err)
+	}
+	if o, err := parseFlags([]string{"--revocation-refresh", "1s", "--revocation-max-age", "2s"}, &stderr); err != nil || o.revocationRefresh != time.Second || o.revocationMaxAge != 2*time.Second {
+		t.Fatalf("set: %+v, %v", o, err)
+	}
+	for _, args := range [][]string{
+		{"--revocation-refresh", "0s"},
+		{"--revocation-refresh", "20s"}, // max age 30 s < 40 s
+		{"--revocation-max-age", "1s"},
+	} {
+		stderr.Reset()
+		if _, err := parseFlags(args, &stderr); !errors.Is(err, errUsage) || !strings.Contains(stderr.String(), "--revocation-max-age at least twice") {
+			t.Errorf("%q: %v, %q", args, err, stderr.String())
+		}
+	}
+}

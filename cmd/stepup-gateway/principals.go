@@ -4,7 +4,8 @@ package main
 // ordinary OpenSSH server that trusts Stepup's user CA (TrustedUserCAKeys):
 // it lets a certificate in only when one of the CAs the server lists at
 // GET /ssh/authority signed it and its amr satisfies one organization's
-// policy, so plain sshd hosts get the same step-up rule as the gateway.
+// policy and it is not on the server's revocation list, so plain sshd
+// hosts get the same step-up rule as the gateway.
 //
 // sshd runs it for every certificate offered, with the account being logged
 // in to, the key type and the certificate. What it prints on standard
@@ -33,9 +34,10 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/stepup-dev/stepup/internal/config"
+	"github.com/stepup-dev/stepup/internal/gateway"
 	"github.com/stepup-dev/stepup/internal/gateway/access"
+	"github.com/stepup-dev/stepup/internal/gateway/revoked"
 	"github.com/stepup-dev/stepup/internal/gateway/trust"
-	"github.com/stepup-dev/stepup/tokens"
 	"github.com/stepup-dev/stepup/tokens/sshca"
 )
 
@@ -128,7 +130,9 @@ func runPrincipals(ctx context.Context, args []string, env func(string) (string,
 // judge returns the principal to print for o's certificate, or why there
 // is none: a refusal when the certificate does not qualify, an error when
 // no answer could be had. It is the only place that yields a principal,
-// and does so only after every check has passed.
+// and does so only after every check has passed. The checks of the
+// certificate itself are the helper's; whether the person may come in is
+// the gateway's one decision (gateway.Decide), and its words.
 //
 // It does not verify the certificate's signature, validity period or
 // critical options, and must not be used where sshd does not: sshd checks
@@ -192,23 +196,26 @@ func judge(ctx context.Context, o principalsOptions, env func(string) (string, b
 	if err != nil {
 		return "", "", err
 	}
-	answer, err := client.Lookup(ctx, o.org, cert.KeyId)
+	// The revocation list, once: a run is one login. Without it there is
+	// no answer (Decide says the list is unavailable).
+	list, err := revoked.New(revoked.Config{Issuer: issuer, Now: now, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		return "", "", fmt.Errorf("no answer for %s: %w", what, err)
+		return "", "", err
 	}
-	if !answer.Member {
-		return "", fmt.Sprintf("refused %s: %q is not a member of organization %q", what, cert.KeyId, o.org), nil
+	_, _ = list.Refresh(ctx)
+	// As at the gateway, through the same decision: a certificate without
+	// auth_time is as old as can be, so any max_age refuses it.
+	d := gateway.Decide(ctx, gateway.Policy{Access: client, Revocations: list, Now: now}, gateway.Attempt{
+		Org: o.org, Username: o.account, UserID: cert.KeyId, AMR: claims.AMR, AuthTime: claims.AuthTime,
+		Serial: cert.Serial, Certificate: true,
+	})
+	switch d.Kind {
+	case gateway.Allow:
+		return o.account, "", nil
+	case gateway.Unavailable:
+		return "", "", errors.New(d.HelperLog(what))
 	}
-	// As at the gateway: a certificate without auth_time is as old as can
-	// be, so any max_age refuses it.
-	var authTime time.Time
-	if claims.AuthTime > 0 {
-		authTime = time.Unix(claims.AuthTime, 0)
-	}
-	if missing := tokens.Missing(answer.Requirements, claims.AMR, authTime, now()); !missing.Satisfied() {
-		return "", fmt.Sprintf("refused %s: organization %q requires more authentication: %s", what, o.org, missing.Describe("; ")), nil
-	}
-	return o.account, "", nil
+	return "", d.HelperLog(what), nil
 }
 
 // checkAuthority refuses cert unless its signing key is one of the SSH

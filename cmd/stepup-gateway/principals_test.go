@@ -44,6 +44,8 @@ type fakeIssuer struct {
 	status          int               // of the access API; 0 is 200
 	lookups         atomic.Int32
 	authorityCalls  atomic.Int32
+	revoked         []uint64 // GET /ssh/revoked
+	revokedStatus   int      // of GET /ssh/revoked; 0 is 200
 }
 
 const fakeToken = "gateway-token"
@@ -62,6 +64,20 @@ func newFakeIssuer(t *testing.T) *fakeIssuer {
 			return
 		}
 		_ = json.NewEncoder(w).Encode(map[string][]string{"authorities": f.authorities})
+	})
+	mux.HandleFunc("GET /ssh/revoked", func(w http.ResponseWriter, _ *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if f.revokedStatus != 0 {
+			w.WriteHeader(f.revokedStatus)
+			return
+		}
+		list := []map[string]any{}
+		for _, s := range f.revoked {
+			list = append(list, map[string]any{"serial": strconv.FormatUint(s, 10), "token_id": "fam.x", "expires_at": time.Now().Add(time.Hour).Unix()})
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"version": len(f.revoked), "revoked": list})
 	})
 	mux.HandleFunc("POST /oauth2/token", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -348,6 +364,36 @@ func TestPrincipals(t *testing.T) {
 	t.Run("ok/issuer-flag", func(t *testing.T) {
 		got := runPrincipalsCmd(append([]string{"--config", writeGatewayConfig(t, ""), "--issuer", f.URL, "--org", "acme", "--syslog=false"}, good...)...)
 		if got != (principalsRun{exitDecided, "alice\n", ""}) {
+			t.Fatalf("%+v", got)
+		}
+	})
+	t.Run("fail/revoked", func(t *testing.T) {
+		revokedCert := ca.sign(t, key, "alice", "u_alice", now, "pwd", "otp", "mfa")
+		f.mu.Lock()
+		f.revoked = append(f.revoked, revokedCert.Serial)
+		f.mu.Unlock()
+		before := f.lookups.Load()
+		got := runPrincipalsCmd(append([]string{"--config", cfg, "--org", "acme", "--syslog=false", "alice"}, sshdArgs(revokedCert)...)...)
+		want := fmt.Sprintf("stepup-gateway principals: refused certificate ID \"u_alice\" (serial %d) for account \"alice\": it has been revoked\n", revokedCert.Serial)
+		if got != (principalsRun{exitDecided, "", want}) {
+			t.Fatalf("%+v, want stderr %q", got, want)
+		}
+		if n := f.lookups.Load() - before; n != 0 {
+			t.Errorf("%d access lookups for a revoked certificate", n)
+		}
+		// Other certificates of the same person still get in.
+		if got := runPrincipalsCmd(append([]string{"--config", cfg, "--org", "acme", "--syslog=false"}, good...)...); got != (principalsRun{exitDecided, "alice\n", ""}) {
+			t.Errorf("another certificate: %+v", got)
+		}
+	})
+	t.Run("fail/revocation-list-unavailable", func(t *testing.T) {
+		f.mu.Lock()
+		f.revokedStatus = http.StatusServiceUnavailable
+		f.mu.Unlock()
+		defer func() { f.mu.Lock(); f.revokedStatus = 0; f.mu.Unlock() }()
+		got := runPrincipalsCmd(append([]string{"--config", cfg, "--org", "acme", "--syslog=false"}, good...)...)
+		if got.code != exitFailed || got.stdout != "" || !strings.Contains(got.stderr, "no answer for certificate") ||
+			!strings.Contains(got.stderr, "SSH revocation list") || !strings.Contains(got.stderr, "503") {
 			t.Fatalf("%+v", got)
 		}
 	})
