@@ -30,7 +30,11 @@ type deviceClock struct {
 	offset time.Duration
 }
 
-func (c *deviceClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.offset) }
+func (c *deviceClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
 func (c *deviceClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.offset += d
