@@ -139,6 +139,27 @@ func (s *Server) continueLogin(w http.ResponseWriter, r *http.Request, challenge
 	http.Redirect(w, r, p.Return, http.StatusSeeOther)
 }
 
+// midLogin is the sign-in in progress that a second-factor page belongs
+// to: its pending authorization and the browser's session. Without a
+// session the browser goes back to the password; either way false means
+// answered.
+func (s *Server) midLogin(w http.ResponseWriter, r *http.Request, challenge string) (*pendingAuthorization, *LoginSession, string, bool) {
+	p, ok := s.pending(w, r, challenge)
+	if !ok {
+		return nil, nil, "", false
+	}
+	ls, sid, err := s.sessions.get(r.Context(), r)
+	if err != nil {
+		s.authorizeError(w, nil, err)
+		return nil, nil, "", false
+	}
+	if ls == nil {
+		http.Redirect(w, r, pagePassword+"?challenge="+challenge, http.StatusSeeOther)
+		return nil, nil, "", false
+	}
+	return p, ls, sid, true
+}
+
 type otpPage struct {
 	Title, Why, Error, CSRF, Challenge string
 	// Passkeys: the person has one, and may use it instead.
@@ -149,17 +170,8 @@ type otpPage struct {
 // password (or SSO): the code alone, never the password again.
 func (s *Server) otpForm(w http.ResponseWriter, r *http.Request) {
 	challenge := r.URL.Query().Get("challenge")
-	p, ok := s.pending(w, r, challenge)
+	p, ls, _, ok := s.midLogin(w, r, challenge)
 	if !ok {
-		return
-	}
-	ls, _, err := s.sessions.get(r.Context(), r)
-	if err != nil {
-		s.authorizeError(w, nil, err)
-		return
-	}
-	if ls == nil {
-		http.Redirect(w, r, pagePassword+"?challenge="+challenge, http.StatusSeeOther)
 		return
 	}
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
@@ -178,17 +190,8 @@ func (s *Server) otpSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	challenge := r.PostFormValue("challenge")
-	p, ok := s.pending(w, r, challenge)
+	p, ls, sid, ok := s.midLogin(w, r, challenge)
 	if !ok {
-		return
-	}
-	ls, sid, err := s.sessions.get(ctx, r)
-	if err != nil {
-		s.authorizeError(w, nil, err)
-		return
-	}
-	if ls == nil {
-		http.Redirect(w, r, pagePassword+"?challenge="+challenge, http.StatusSeeOther)
 		return
 	}
 	allowFormTarget(w, p.Form.Get("redirect_uri"))

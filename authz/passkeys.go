@@ -491,17 +491,8 @@ type passkeyPage struct {
 // passkeyPage is the second-factor page of a person whose factor is a key.
 func (s *Server) passkeyPage(w http.ResponseWriter, r *http.Request) {
 	challenge := r.URL.Query().Get("challenge")
-	p, ok := s.pending(w, r, challenge)
+	p, ls, _, ok := s.midLogin(w, r, challenge)
 	if !ok {
-		return
-	}
-	ls, _, err := s.sessions.get(r.Context(), r)
-	if err != nil {
-		s.authorizeError(w, nil, err)
-		return
-	}
-	if ls == nil {
-		http.Redirect(w, r, pagePassword+"?challenge="+challenge, http.StatusSeeOther)
 		return
 	}
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
@@ -696,17 +687,8 @@ var errReplayedCounter = errors.New("replayed counter")
 // passkeyContinue goes on with the sign-in a key completed.
 func (s *Server) passkeyContinue(w http.ResponseWriter, r *http.Request) {
 	challenge := r.URL.Query().Get("challenge")
-	p, ok := s.pending(w, r, challenge)
+	p, ls, _, ok := s.midLogin(w, r, challenge)
 	if !ok {
-		return
-	}
-	ls, _, err := s.sessions.get(r.Context(), r)
-	if err != nil {
-		s.authorizeError(w, nil, err)
-		return
-	}
-	if ls == nil {
-		http.Redirect(w, r, pagePassword+"?challenge="+challenge, http.StatusSeeOther)
 		return
 	}
 	s.continueLogin(w, r, challenge, p, ls)
