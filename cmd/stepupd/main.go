@@ -79,6 +79,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return rotateKeys(ctx, args, stdout, stderr)
 	case "bench":
 		return bench(ctx, args, stdout, stderr)
+	case "compare":
+		return compare(ctx, args, stdout, stderr)
+	case "baseline":
+		return baseline(ctx, args, stdout, stderr)
 	default:
 		return fmt.Errorf("unknown command %q; \"stepupd help\" lists the commands", cmd)
 	}
