@@ -23,6 +23,8 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
 		// Stepup's own endpoints, for clients that discover them.
 		"ssh_certificate_endpoint":              iss + "/ssh",
 		"ssh_authority_endpoint":                iss + "/ssh/authority",
+		"ssh_krl_endpoint":                      iss + "/ssh/krl",
+		"ssh_revoked_endpoint":                  iss + "/ssh/revoked",
 		"scopes_supported":                      []string{"openid", "offline_access", "profile", "email"},
 		"response_types_supported":              []string{"code"},
 		"response_modes_supported":              []string{"query"},

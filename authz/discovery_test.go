@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -68,5 +69,36 @@ func TestDiscoveryDeviceGrant(t *testing.T) {
 	}
 	if status, body := postForm(t, doc.DeviceEndpoint, url.Values{"client_id": {cliClient}}, "", ""); status != http.StatusOK || body["device_code"] == nil {
 		t.Fatalf("the advertised endpoint: %d %v", status, body)
+	}
+}
+
+// TestDiscoverySSHRevocation: discovery names the revocation list in both
+// forms, and each endpoint it names answers with its form.
+func TestDiscoverySSHRevocation(t *testing.T) {
+	ts := newTestServer(t, nil)
+	resp, err := http.Get(ts.Issuer + "/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		KRL     string `json:"ssh_krl_endpoint"`
+		Revoked string `json:"ssh_revoked_endpoint"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.KRL != ts.Issuer+"/ssh/krl" || doc.Revoked != ts.Issuer+"/ssh/revoked" {
+		t.Fatalf("discovery: %+v", doc)
+	}
+	for url, want := range map[string]string{doc.KRL: "application/octet-stream", doc.Revoked: "application/json"} {
+		r, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != http.StatusOK || !strings.HasPrefix(r.Header.Get("Content-Type"), want) {
+			t.Errorf("%s: %d %s, want 200 %s", url, r.StatusCode, r.Header.Get("Content-Type"), want)
+		}
 	}
 }
