@@ -217,6 +217,7 @@ var needs = map[string]struct{ client, user, org bool }{
 	Login:             {user: true},
 	SSH:               {user: true},
 	Members:           {user: true, org: true},
+	Healthz:           {},
 }
 
 type runner struct {
@@ -320,6 +321,8 @@ func (r *runner) newWorker(name string) worker {
 		return &introspectWorker{r: r}
 	case Members:
 		return &membersWorker{r: r}
+	case Healthz:
+		return &healthzWorker{r: r}
 	}
 	panic("unknown scenario " + name)
 }
