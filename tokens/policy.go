@@ -145,3 +145,14 @@ func (m Requirements) SSHDenied(service, username, userID string) string {
 func SSHNoAccess(service, username, userID string) string {
 	return fmt.Sprintf("Error: The service doesn't exist or you do not have access to it.\nService: %s\nUser: %s (%s)\n", service, username, userID)
 }
+
+// SSHRevokedError is the first line of SSHRevoked's text, by which the CLI
+// knows to ask for a new certificate.
+const SSHRevokedError = "Error: This SSH certificate has been revoked."
+
+// SSHRevoked is the text for a certificate on the server's revocation list.
+// The CLI gets a new one by itself where the login's tokens are still good
+// (after signing out of a browser, say), and logs in again where not.
+func SSHRevoked(service, username, userID string) string {
+	return fmt.Sprintf("%s\nService: %s\nUser: %s (%s)\nDetail: Log in again for a new certificate: stepup login\n", SSHRevokedError, service, username, userID)
+}

@@ -317,9 +317,29 @@ func TestDeviceStepUpFromAPI(t *testing.T) {
 	}
 }
 
-// TestDeviceFlagOnCommandsThatLogIn: login, api and ssh take --device.
+// TestDeviceFirstLoginForCertificate: with no session at all, a command
+// that needs a certificate logs in with a code when given --device (as
+// stepup ssh --device does, through the same path), and never opens a
+// browser on this machine.
+func TestDeviceFirstLoginForCertificate(t *testing.T) {
+	issuer, _ := newDeviceServer(t)
+	dir := t.TempDir()
+	person := newDevicePerson(t, issuer, "allow")
+	code, stdout := runDevice(t, issuer, dir, person, "ssh-cert:load", "--device")
+	person.wait()
+	if code != 0 || !strings.Contains(stdout, "The SSH certificate is valid until") || !printedUserCode.MatchString(person.stderr()) {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout, person.stderr())
+	}
+	tok := storedIn(t, dir)
+	if c, err := tok.claims(); err != nil || c.Grant != deviceGrantType {
+		t.Fatalf("stored tokens: %+v (%v)", c, err)
+	}
+}
+
+// TestDeviceFlagOnCommandsThatLogIn: the commands that may log in take
+// --device.
 func TestDeviceFlagOnCommandsThatLogIn(t *testing.T) {
-	for _, cmd := range []string{"login", "api", "ssh"} {
+	for _, cmd := range []string{"login", "api", "ssh", "ssh-cert:load"} {
 		var out bytes.Buffer
 		app := &App{Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }}
 		if code := app.Run(context.Background(), []string{cmd, "--help"}); code != 0 || !strings.Contains(out.String(), "--device") {

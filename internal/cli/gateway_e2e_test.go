@@ -148,7 +148,7 @@ func runGateway(t *testing.T, bin, cfg, issuer string, port int, stateDir string
 	cmd := exec.Command(bin, "--issuer", issuer, "--config", cfg,
 		"--ssh-addr", "127.0.0.1:"+strconv.Itoa(port),
 		"--http-addr", "127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)),
-		"--git-root", filepath.Join(stateDir, "repos"), "--state-dir", stateDir)
+		"--git-root", filepath.Join(stateDir, "repos"), "--state-dir", stateDir, "--revocation-refresh", "1s")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -225,6 +225,7 @@ type mfaBrowser struct {
 	issuer string
 	mu     sync.Mutex
 	secret string
+	last   *http.Client // the last login's browser
 }
 
 func (b *mfaBrowser) setSecret(s string) { b.mu.Lock(); b.secret = s; b.mu.Unlock() }
@@ -252,6 +253,9 @@ func (b *mfaBrowser) browse(ctx context.Context, authURL string) error {
 	b.mu.Unlock()
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	b.mu.Lock()
+	b.last = c
+	b.mu.Unlock()
 	resp, page, err := readPage(c.Get(authURL))
 	if err != nil {
 		return err
@@ -336,42 +340,8 @@ func TestSSHThroughGatewayStepsUpToMFA(t *testing.T) {
 	issuer := newGatewayServer(t, nil)
 	sshPort := startGatewayBinary(t, issuer)
 	personSSH(t, realSSH, "")
-
-	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "stepup"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	cfg, _ := json.Marshal(fileConfig{URL: issuer, SSHHost: "127.0.0.1", SSHPort: sshPort})
-	if err := os.WriteFile(filepath.Join(dir, "stepup", "config.json"), cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	b := &mfaBrowser{issuer: issuer}
-	run := func(args ...string) result {
-		t.Helper()
-		var out, errb bytes.Buffer
-		app := &App{
-			Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb,
-			Getenv: func(k string) string {
-				if k == "XDG_CONFIG_HOME" {
-					return dir
-				}
-				return ""
-			},
-			OpenURL:     b.browse,
-			Interactive: func() bool { return false },
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		return result{app.Run(ctx, args), out.String(), errb.String()}
-	}
-	mustRun := func(args ...string) result {
-		t.Helper()
-		r := run(args...)
-		if r.code != 0 {
-			t.Fatalf("stepup %s exited %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
-		}
-		return r
-	}
+	_, run, mustRun := gatewayCLI(t, issuer, sshPort, b)
 
 	// Password only: the gateway's org requires MFA, and without a
 	// terminal the CLI says how to get it.
@@ -402,6 +372,130 @@ func TestSSHThroughGatewayStepsUpToMFA(t *testing.T) {
 	}
 	if r := mustRun("ssh-cert:info"); !strings.Contains(r.stdout, "Multi-factor authentication: verified") {
 		t.Errorf("ssh-cert:info:\n%s", r.stdout)
+	}
+}
+
+// gatewayCLI runs stepup, without a terminal, configured for issuer and
+// the gateway at sshPort, logging in through b.
+func gatewayCLI(t *testing.T, issuer string, sshPort int, b *mfaBrowser) (dir string, run, mustRun func(args ...string) result) {
+	dir = t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "stepup"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := json.Marshal(fileConfig{URL: issuer, SSHHost: "127.0.0.1", SSHPort: sshPort})
+	if err := os.WriteFile(filepath.Join(dir, "stepup", "config.json"), cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run = func(args ...string) result {
+		t.Helper()
+		var out, errb bytes.Buffer
+		app := &App{
+			Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb,
+			Getenv: func(k string) string {
+				if k == "XDG_CONFIG_HOME" {
+					return dir
+				}
+				return ""
+			},
+			OpenURL:     b.browse,
+			Interactive: func() bool { return false },
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		return result{app.Run(ctx, args), out.String(), errb.String()}
+	}
+	mustRun = func(args ...string) result {
+		t.Helper()
+		r := run(args...)
+		if r.code != 0 {
+			t.Fatalf("stepup %s exited %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+		}
+		return r
+	}
+	return dir, run, mustRun
+}
+
+// TestSSHAfterRevocation: signing out of the browser revokes the
+// certificates of its logins, and the CLI's tokens stay good: stepup ssh,
+// refused by the gateway, gets a new certificate for the same login by
+// itself. Revoking the grant ends the tokens too: the server refuses a new
+// certificate, and without a terminal the CLI says to log in again.
+func TestSSHAfterRevocation(t *testing.T) {
+	realSSH := testenv.Require(t, "ssh", "openssh-client")
+	issuer := newGatewayServer(t, func(c *authz.Config) { c.Orgs[0].MFARequired = false })
+	sshPort := startGatewayBinary(t, issuer)
+	personSSH(t, realSSH, "")
+	b := &mfaBrowser{issuer: issuer}
+	dir, run, mustRun := gatewayCLI(t, issuer, sshPort, b)
+	mustRun("login")
+	if r := mustRun("ssh", e2eService, "whoami"); r.stdout != "alice "+e2eService+"\n" {
+		t.Fatalf("ssh whoami printed %q (stderr %q)", r.stdout, r.stderr)
+	}
+	cert := func() string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, "stepup", "id_ed25519-cert.pub"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	first := cert()
+	// untilRevoked runs ssh until the gateway's refresh of the list
+	// (every 1 s, --revocation-refresh) refuses the certificate: until
+	// then the old one still works.
+	untilRevoked := func(ssh func(...string) result) result {
+		t.Helper()
+		for range 40 {
+			if r := ssh("ssh", e2eService, "whoami"); r.code != 0 || strings.Contains(r.stderr, "revoked") {
+				return r
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		t.Fatal("the gateway never refused the revoked certificate")
+		return result{}
+	}
+
+	b.signOut(t)
+	r := untilRevoked(mustRun)
+	if !strings.Contains(r.stderr, "The server revoked this SSH certificate; asking for a new one.") || r.stdout != "alice "+e2eService+"\n" {
+		t.Fatalf("after signing out of the browser: stdout %q, stderr:\n%s", r.stdout, r.stderr)
+	}
+	if cert() == first {
+		t.Error("the certificate was not replaced")
+	}
+
+	// RFC 7009: the grant, with its access and refresh tokens.
+	resp, err := http.PostForm(issuer+"/oauth2/revoke", url.Values{"client_id": {DefaultClientID}, "token": {storedIn(t, dir).RefreshToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("revoke: %s", resp.Status)
+	}
+	r = untilRevoked(run)
+	if r.code != ExitError || !strings.Contains(r.stderr, "The server revoked this SSH certificate") ||
+		!strings.Contains(r.stderr, "run: stepup login") || r.stdout != "" {
+		t.Fatalf("after the grant's revocation: exit %d, stdout %q, stderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// signOut signs out of the browser session of the last login.
+func (b *mfaBrowser) signOut(t *testing.T) {
+	t.Helper()
+	b.mu.Lock()
+	c := b.last
+	b.mu.Unlock()
+	if c == nil {
+		t.Fatal("no browser session to sign out of")
+	}
+	_, page, err := readPage(c.Get(b.issuer + "/oauth2/logout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, page, err := readPage(c.PostForm(b.issuer+"/oauth2/logout", formOf(page)))
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(page, "signed out") {
+		t.Fatalf("sign out: %v %v\n%s", err, resp, page)
 	}
 }
 

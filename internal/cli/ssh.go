@@ -83,6 +83,13 @@ func (a *App) runSSH(ctx context.Context, g *globals, srv *server, host string, 
 		if err != nil {
 			return err
 		}
+		if bytes.Contains(stderr, []byte(tokens.SSHRevokedError)) && !retried {
+			retried = true
+			if err := a.renewRevokedCert(ctx, g, srv); err != nil {
+				return err
+			}
+			continue
+		}
 		ch, denied := parseDenial(stderr)
 		if !denied {
 			if code != 0 {
@@ -114,6 +121,32 @@ func (a *App) runSSH(ctx context.Context, g *globals, srv *server, host string, 
 			return err
 		}
 	}
+}
+
+// renewRevokedCert replaces a certificate on the server's revocation list.
+// Signing out of a browser or leaving an organization revokes certificates
+// and leaves the CLI's tokens good: then a new certificate for the same
+// login does. Where the tokens went with it (a revoked grant, a password
+// change, MFA turned off), the server refuses, and a new login does.
+func (a *App) renewRevokedCert(ctx context.Context, g *globals, srv *server) error {
+	fmt.Fprintln(a.Stderr, "The server revoked this SSH certificate; asking for a new one.")
+	t, err := a.validTokens(ctx, srv)
+	if err == nil {
+		_, err = a.issueCertificate(ctx, srv, t, true)
+	}
+	var unreachable *unreachableError
+	if err == nil || errors.As(err, &unreachable) {
+		return err
+	}
+	if !a.interactive(g) {
+		return fmt.Errorf("%w (run: stepup login)", err)
+	}
+	fmt.Fprintf(a.Stderr, "%v; logging in again.\n", err)
+	if err := a.login(ctx, srv, loginOptions{force: true, noBrowser: g.noBrowser, device: g.device, report: a.Stderr}); err != nil {
+		return err
+	}
+	_, _, err = a.ensureCert(ctx, g, srv, false, true)
+	return err
 }
 
 // serviceLookupTimeout bounds asking the server where a service's gateway

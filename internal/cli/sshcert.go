@@ -156,7 +156,7 @@ func (a *App) certCurrent(cert *ssh.Certificate, srv *server, jti string) bool {
 func (a *App) ensureCert(ctx context.Context, g *globals, srv *server, refreshOnly, fresh bool) (*ssh.Certificate, bool, error) {
 	t, err := a.validTokens(ctx, srv)
 	if errors.Is(err, errNotLoggedIn) && !refreshOnly && a.interactive(g) {
-		if err := a.login(ctx, srv, loginOptions{noBrowser: g.noBrowser, report: a.Stderr}); err != nil {
+		if err := a.login(ctx, srv, loginOptions{noBrowser: g.noBrowser, device: g.device, report: a.Stderr}); err != nil {
 			return nil, false, err
 		}
 		t, err = a.validTokens(ctx, srv)
@@ -212,6 +212,7 @@ func (a *App) certLoadCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&refreshOnly, "refresh-only", false, "only refresh; never open a browser")
 	cmd.Flags().BoolVar(&fresh, "new", false, "generate a new key pair first")
 	noBrowserFlag(cmd, g)
+	deviceFlag(cmd, g)
 	return cmd
 }
 

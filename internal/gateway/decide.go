@@ -187,8 +187,7 @@ func (d Decision) SSHText() string {
 	case Missing:
 		return d.Missing.SSHDenied(d.Service, d.Username, d.UserID)
 	case Revoked:
-		return fmt.Sprintf("Error: This SSH certificate has been revoked.\nService: %s\nUser: %s (%s)\nDetail: Log in again for a new certificate: stepup login\n",
-			d.Service, d.Username, d.UserID)
+		return tokens.SSHRevoked(d.Service, d.Username, d.UserID)
 	case Unavailable:
 		if d.Down == RevocationsDown {
 			return staleListText
