@@ -399,6 +399,39 @@ func TestDeviceStepUpMFA(t *testing.T) {
 	}
 }
 
+// TestDeviceStepUpSSO: a device login for an organization that requires
+// its SSO provider sends the signed-in person through the provider from
+// the device page, back to it, and the device's tokens carry both the
+// password and the provider.
+func TestDeviceStepUpSSO(t *testing.T) {
+	f := federateWith(t, false, false, nil, func(c *authz.Config) {
+		withDevice(c)
+		c.Orgs = append(c.Orgs, authz.Org{ID: "ssoonly", Name: "SSO Only", SSOProvider: "acme",
+			Members: []authz.Member{{UserID: "u_alice", Role: "member"}}})
+	})
+	b := f.browser(t)
+	exchange(t, f.local, b) // signed in with the password
+	d := startDevice(t, f.local, url.Values{"acr_values": {"urn:stepup:org:ssoonly"}})
+	p := b.get(d.Complete)
+	if m := ssoLink.FindStringSubmatch(p.Body); m != nil {
+		p = b.get(f.local.Issuer + htmlUnescape(m[1]))
+	}
+	p = f.viaUpstream(t, b, p, "alice")
+	if p.Request.URL.Path != "/device" || !strings.Contains(p.Body, `value="allow"`) {
+		t.Fatalf("back from the provider: %s %d %s", p.Request.URL, p.StatusCode, p.Body)
+	}
+	decide(t, f.local, b, p, "allow")
+	f.local.Clock.Advance(6 * time.Second)
+	defer f.local.Clock.Advance(-6 * time.Second)
+	status, body := poll(t, f.local, d.DeviceCode)
+	if status != http.StatusOK {
+		t.Fatalf("poll: %d %v", status, body)
+	}
+	if _, c := jwtParts(t, body["access_token"].(string)); !slices.Equal(toStrings(c["amr"]), []string{"pwd", "sso:acme"}) {
+		t.Fatalf("amr after the SSO step-up: %v", c["amr"])
+	}
+}
+
 // TestDeviceMaxAge: max_age=0 asks for a sign-in after the device asked,
 // even of a browser signed in before; once made, it is enough (no loop).
 func TestDeviceMaxAge(t *testing.T) {

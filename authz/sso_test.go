@@ -38,6 +38,12 @@ func newFederationWith(t *testing.T, trustMFA bool, edit func(*authz.SSOProvider
 // them apart.
 func federate(t *testing.T, trustMFA, oneHost bool, edit func(*authz.SSOProvider)) *federation {
 	t.Helper()
+	return federateWith(t, trustMFA, oneHost, edit, nil)
+}
+
+// federateWith lets local change the local server's config as well.
+func federateWith(t *testing.T, trustMFA, oneHost bool, edit func(*authz.SSOProvider), local func(*authz.Config)) *federation {
+	t.Helper()
 	// The upstream gets a host name of its own, as it would in real life.
 	toLocalhost := func(u string) string {
 		if oneHost {
@@ -60,14 +66,17 @@ func federate(t *testing.T, trustMFA, oneHost bool, edit func(*authz.SSOProvider
 			authz.User{ID: "up_mallory", Username: "mallory", Email: "bob@example.com", PasswordHash: hashOnce(), EmailVerified: false})
 	})
 	up.Issuer = toLocalhost(up.Issuer)
-	local := newTestServer(t, func(c *authz.Config) {
+	ls := newTestServer(t, func(c *authz.Config) {
 		c.SSOProviders = []authz.SSOProvider{{ID: "acme", Issuer: up.Issuer, ClientID: "stepup", ClientSecret: upstreamSecret,
 			TrustUpstreamMFA: trustMFA, MaxSessionAge: time.Hour}}
 		if edit != nil {
 			edit(&c.SSOProviders[0])
 		}
+		if local != nil {
+			local(c)
+		}
 	})
-	return &federation{local: local, upstream: up}
+	return &federation{local: ls, upstream: up}
 }
 
 // browser follows redirects within both servers.
