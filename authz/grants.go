@@ -220,6 +220,10 @@ func (g *grantStore) get(ctx context.Context, kind, signature string) (*fosite.R
 	if !ok {
 		return nil, false, fosite.ErrNotFound
 	}
+	if kind == kindAccess {
+		r, err := g.accessRequest(ctx, family, kind+digest, e.Value)
+		return r, e.Spent, err
+	}
 	name, data, form := kind+digest, e.Value, url.Values(nil)
 	if kind == kindPKCE || kind == kindOIDC {
 		code, ok := f[kindCode+digest]
@@ -272,9 +276,12 @@ func (g *grantStore) put(ctx context.Context, kind, signature string, r fosite.R
 	}
 	var data []byte
 	var err error
-	if kind == kindPKCE || kind == kindOIDC {
+	switch kind {
+	case kindPKCE, kindOIDC:
 		data, err = json.Marshal(formRecord{Form: r.GetRequestForm()})
-	} else {
+	case kindAccess:
+		data, err = encodeAccess(r)
+	default:
 		data, err = encodeRequest(r)
 	}
 	if err != nil {

@@ -227,13 +227,8 @@ func (g *grantStore) revokeCertificates(ctx context.Context, family string) erro
 	}
 	by := certificatesOfGrant(family)
 	for _, e := range f {
-		var r struct {
-			Session struct {
-				Subject string `json:"sub"`
-			} `json:"session"`
-		}
-		if json.Unmarshal(e.Value, &r) == nil && r.Session.Subject != "" {
-			by.User = r.Session.Subject
+		if sub := recordSubject(e.Value); sub != "" {
+			by.User = sub
 			break
 		}
 	}
