@@ -198,3 +198,103 @@ type RecordError struct {
 
 func (e *RecordError) Error() string { return "storage: record " + e.Name + ": " + e.Err.Error() }
 func (e *RecordError) Unwrap() error { return e.Err }
+
+// Batcher sends several independent operations in one round trip: a
+// request that needs a pending authorization, a session and a throttle
+// counter reads them together, and writes what belongs together at once.
+// Both backends implement it. It is not part of Store, so that a Store
+// wrapped by something that does not implement it (a test's failing or
+// counting store) is used one call at a time, as before, rather than
+// reached around.
+type Batcher interface {
+	// Batch runs ops in order and returns one result for each. Each op is
+	// atomic as its single call is (an Incr keeps its fixed window, a Swap
+	// or an ApplyFamily is all or nothing); the batch as a whole is not: a
+	// write made meanwhile may show in some results and not in others, and
+	// when the backend fails, some of the writes may have been made. Ops
+	// on different keys may run in any order; ops on one key run in
+	// order. The error is the first ErrUnavailable of any op (each result
+	// keeps its own), so a caller that needs every op checks it alone.
+	// No ops, no round trip.
+	Batch(ctx context.Context, ops ...BatchOp) ([]BatchResult, error)
+}
+
+// BatchKind says what a BatchOp does.
+type BatchKind uint8
+
+const (
+	// BatchGet is KV.Get of NS, Key; an absent key gives a nil Value and
+	// no error, as in GetMany.
+	BatchGet BatchKind = iota + 1
+	// BatchPut is KV.Put of Value under NS, Key for TTL.
+	BatchPut
+	// BatchCreate is KV.Create: ErrAlreadyExists when the key is taken.
+	BatchCreate
+	// BatchTake is KV.Take; an absent key gives a nil Value and no error.
+	BatchTake
+	// BatchDelete is KV.Delete.
+	BatchDelete
+	// BatchIncr is KV.Incr with TTL as its window; the count is in N.
+	BatchIncr
+	// BatchSwap stores Value (nil: deletes the key) under NS, Key for TTL
+	// only if the key holds exactly Old (nil: is absent); otherwise it
+	// changes nothing and fails with ErrAlreadyExists when the key holds
+	// another value, ErrNotFound when it is absent. It is the write half
+	// of a read-modify-write whose read came earlier: of several Swaps
+	// from the same Old, exactly one wins.
+	BatchSwap
+	// BatchGetRecords is Records.GetRecords of Names in Group, in Values.
+	BatchGetRecords
+	// BatchApplyFamily is Grants.ApplyFamily of Ops to Family, kept at
+	// least until ExpiresAt.
+	BatchApplyFamily
+)
+
+// BatchOp is one operation of a Batch.
+type BatchOp struct {
+	Kind       BatchKind
+	NS, Key    string
+	Value, Old []byte
+	TTL        time.Duration
+	Group      string
+	Names      []string
+	Family     string
+	ExpiresAt  time.Time
+	Ops        []Op
+}
+
+// BatchResult is what one BatchOp gave.
+type BatchResult struct {
+	// Value is what BatchGet or BatchTake read: nil when absent, never nil
+	// when present, even when empty.
+	Value []byte
+	// Values are what BatchGetRecords read, as GetRecords returns them.
+	Values [][]byte
+	// N is BatchIncr's count.
+	N int64
+	// Err is the op's own outcome: a precondition that failed
+	// (ErrAlreadyExists, ErrNotFound), or the backend's failure.
+	Err error
+}
+
+func GetOp(ns, key string) BatchOp { return BatchOp{Kind: BatchGet, NS: ns, Key: key} }
+func PutOp(ns, key string, value []byte, ttl time.Duration) BatchOp {
+	return BatchOp{Kind: BatchPut, NS: ns, Key: key, Value: value, TTL: ttl}
+}
+func CreateOp(ns, key string, value []byte, ttl time.Duration) BatchOp {
+	return BatchOp{Kind: BatchCreate, NS: ns, Key: key, Value: value, TTL: ttl}
+}
+func TakeOp(ns, key string) BatchOp   { return BatchOp{Kind: BatchTake, NS: ns, Key: key} }
+func DeleteOp(ns, key string) BatchOp { return BatchOp{Kind: BatchDelete, NS: ns, Key: key} }
+func IncrOp(ns, key string, window time.Duration) BatchOp {
+	return BatchOp{Kind: BatchIncr, NS: ns, Key: key, TTL: window}
+}
+func SwapOp(ns, key string, old, value []byte, ttl time.Duration) BatchOp {
+	return BatchOp{Kind: BatchSwap, NS: ns, Key: key, Old: old, Value: value, TTL: ttl}
+}
+func GetRecordsOp(group string, names ...string) BatchOp {
+	return BatchOp{Kind: BatchGetRecords, Group: group, Names: names}
+}
+func ApplyFamilyOp(family string, expiresAt time.Time, ops ...Op) BatchOp {
+	return BatchOp{Kind: BatchApplyFamily, Family: family, ExpiresAt: expiresAt, Ops: ops}
+}

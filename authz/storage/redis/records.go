@@ -38,8 +38,14 @@ func (s *Store) GetRecords(ctx context.Context, group string, names ...string) (
 	if err != nil {
 		return nil, fail("get records", err)
 	}
-	if len(vals) != len(names) {
-		return nil, fmt.Errorf("redis get records: %d values for %d names", len(vals), len(names))
+	return recordValues(vals, len(names))
+}
+
+// recordValues reads HMGET's reply for n names.
+func recordValues(vals []any, n int) ([][]byte, error) {
+	out := make([][]byte, n)
+	if len(vals) != n {
+		return nil, fmt.Errorf("redis get records: %d values for %d names", len(vals), n)
 	}
 	for i, v := range vals {
 		switch v := v.(type) {

@@ -25,7 +25,8 @@
 // Round trips per call: Get, GetMany (a pipeline of GETs), Put, Create
 // (SET NX PX), Take (GETDEL), Delete, Incr (a script), LoadFamily
 // (HGETALL), ApplyFamily (a script), GetRecords (HMGET), ApplyRecords (a
-// script), ScanIndex (ZRANGE BYLEX) and IndexSize (ZCARD) one each; a
+// script), ScanIndex (ZRANGE BYLEX), IndexSize (ZCARD) and Batch (a
+// pipeline, like GetMany's; see batch.go) one each; a
 // script's first run on a server whose script cache lacks it costs one more
 // (EVALSHA answered NOSCRIPT, then EVAL). On a Cluster, GetMany's one is one
 // per node that holds some of its keys, all sent at once.
@@ -548,7 +549,8 @@ var opCodes = map[storage.OpKind]string{
 	storage.OpSpendPrefix:  "S",
 }
 
-func (s *Store) ApplyFamily(ctx context.Context, family string, expiresAt time.Time, ops ...storage.Op) error {
+// familyArgs are applyScript's ARGV for ops.
+func familyArgs(expiresAt time.Time, ops []storage.Op) ([]any, error) {
 	// PEXPIREAT with a time in the past deletes the key, which is what an
 	// expiry already past means; 1 ms stands in for times before 1970.
 	at := max(expiresAt.UnixMilli(), 1)
@@ -557,9 +559,17 @@ func (s *Store) ApplyFamily(ctx context.Context, family string, expiresAt time.T
 	for _, op := range ops {
 		code, ok := opCodes[op.Kind]
 		if !ok {
-			return fmt.Errorf("redis apply family: unknown op kind %d", op.Kind)
+			return nil, fmt.Errorf("redis apply family: unknown op kind %d", op.Kind)
 		}
 		args = append(args, code, op.Name, op.Value)
+	}
+	return args, nil
+}
+
+func (s *Store) ApplyFamily(ctx context.Context, family string, expiresAt time.Time, ops ...storage.Op) error {
+	args, err := familyArgs(expiresAt, ops)
+	if err != nil {
+		return err
 	}
 	res, err := applyScript.Run(ctx, s.rdb, []string{s.famKey(family)}, args...).Int64()
 	if err != nil {

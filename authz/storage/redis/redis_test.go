@@ -342,6 +342,21 @@ func TestRoundTrips(t *testing.T) {
 		return s.Update(ctx, "ns", "u", time.Minute, func([]byte) ([]byte, error) { return []byte("x"), nil })
 	})
 	measure("Ping", 1, func() error { return s.Ping(ctx) })
+
+	batch := func(ops ...storage.BatchOp) func() error {
+		return func() error { _, err := s.Batch(ctx, ops...); return err }
+	}
+	// Swap's script is new to the server: the batch goes again, as EVAL,
+	// for it alone.
+	measure("first Batch with a new script", 2, batch(storage.SwapOp("ns", "s", nil, []byte("1"), time.Minute),
+		storage.GetOp("ns", "s")))
+	measure("Batch", 1, batch(
+		storage.GetOp("ns", "k"), storage.PutOp("ns", "k", []byte("v"), time.Minute),
+		storage.CreateOp("ns", "c", []byte("v"), time.Minute), storage.TakeOp("ns", "c"), storage.DeleteOp("ns", "k"),
+		storage.IncrOp("n", "k", time.Minute), storage.SwapOp("ns", "s", []byte("1"), []byte("2"), time.Minute),
+		storage.GetRecordsOp("people", "user:1", "name:a"), storage.GetRecordsOp("people"),
+		storage.ApplyFamilyOp("f", exp, storage.Put("at:2", []byte("T")))))
+	measure("Batch (no ops)", 0, batch())
 }
 
 // TestKeyLayout pins the key names and expiries that operators see, and that
@@ -641,6 +656,15 @@ func TestUnavailable(t *testing.T) {
 					return err
 				},
 				"IndexSize": func(ctx context.Context) error { _, err := s.IndexSize(ctx, "g", "ix"); return err },
+				"Batch": func(ctx context.Context) error {
+					res, err := s.Batch(ctx, storage.GetOp("ns", "k"), storage.IncrOp("ns", "n", time.Minute))
+					for _, r := range res {
+						if !errors.Is(r.Err, storage.ErrUnavailable) {
+							t.Errorf("a batched op: %v, want ErrUnavailable", r.Err)
+						}
+					}
+					return err
+				},
 			}
 			// Concurrently, so that the silent server's timeouts add up to
 			// one timeout, not one per call.

@@ -1,6 +1,7 @@
 // Package storetest is the storage contract, written once as tests and run
 // against every backend (memory, Redis standalone, Redis Cluster): KV,
-// Grants and Records (records.go), and what each must keep atomic.
+// Grants, Records (records.go) and Batch (batch.go), and what each must
+// keep atomic.
 package storetest
 
 import (
@@ -46,6 +47,12 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"kv/get-many-500", testGetManyLarge},
 		{"kv/get-many-binary-and-empty", testGetManyBinary},
 		{"kv/get-many-namespaces", testGetManyNamespaces},
+		{"batch/empty", testBatchEmpty},
+		{"batch/kv", testBatchKV},
+		{"batch/expiry", testBatchExpiry},
+		{"batch/swap", testBatchSwap},
+		{"batch/records-and-families", testBatchRecordsAndFamilies},
+		{"batch/one-key-in-order", testBatchOneKeyInOrder},
 		{"family/load-missing", testFamilyMissing},
 		{"family/put-load", testFamilyPutLoad},
 		{"family/spend", testFamilySpend},
@@ -67,6 +74,9 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"atomic/update-no-lost-writes", testConcurrentUpdate},
 		{"atomic/incr-no-lost-writes", testConcurrentIncr},
 		{"atomic/nested-update", testNestedUpdate},
+		{"atomic/swap-one-winner", testConcurrentSwap},
+		{"atomic/batch-incr-no-lost-writes", testConcurrentBatchIncr},
+		{"atomic/batch-spend-one-winner", testConcurrentBatchSpend},
 		{"atomic/records-all-or-nothing", testRecordsAllOrNothing},
 		{"atomic/records-unique-one-winner", testRecordsUniqueOneWinner},
 		{"atomic/records-expect-no-lost-writes", testRecordsExpectNoLostWrites},
