@@ -577,3 +577,44 @@ func TestDevicePageInChromium(t *testing.T) {
 		t.Fatalf("poll after Allow: %d %v", status, body)
 	}
 }
+
+// TestDeviceStepUpInChromium: a device login for an organization that
+// requires MFA, in Chromium, by someone without it: signed in with the
+// password on the page the URL with the code leads to, the person is told
+// why and sets MFA up, comes back to the device page, allows, and the
+// device's tokens say mfa.
+func TestDeviceStepUpInChromium(t *testing.T) {
+	chromium := testenv.Require(t, "chromium", "chromium")
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	ts := newTestServer(t, withDevice)
+	d := startDevice(t, ts, url.Values{"acr_values": {"urn:stepup:org:secure"}})
+	b := newChrome(t, ctx, chromium, ts.Issuer)
+	b.open(d.Complete, "/login", "the URL with the code, signed out")
+	b.fill("Username", "alice")
+	b.fill("Password", alicePassword)
+	b.press("button", "Sign in", "/account/security", http.StatusOK)
+	if lead := b.text("the setup page", chromedp.CSS("main")); !strings.Contains(lead, "Secure requires multi-factor authentication to continue to Stepup CLI") {
+		t.Errorf("the setup page does not say why: %q", lead)
+	}
+	b.press("button", "Set up application", "/account/security", http.StatusOK)
+	secret := b.text("reading the secret", chromedp.CSS("#totp-secret"))
+	b.fill("Code from the app", code(t, secret, ts.Clock.Now()))
+	b.press("button", "Verify & save", "/account/security/verify", http.StatusOK)
+	b.press("link", "I have saved them → Continue", "/device", http.StatusOK)
+	if got := b.text("the code shown", chromedp.CSS("#user-code")); got != d.UserCode {
+		t.Errorf("the confirmation shows the code %q, want %q", got, d.UserCode)
+	}
+	b.checkAccessible("the confirmation after the step-up", nil)
+	b.press("button", "Allow", "/device", http.StatusOK)
+	ts.Clock.Advance(6 * time.Second)
+	defer ts.Clock.Advance(-6 * time.Second)
+	status, body := poll(t, ts, d.DeviceCode)
+	if status != http.StatusOK {
+		t.Fatalf("poll after Allow: %d %v", status, body)
+	}
+	if _, c := jwtParts(t, body["access_token"].(string)); !slices.Contains(toStrings(c["amr"]), "mfa") {
+		t.Fatalf("amr after the step-up on the page: %v", c["amr"])
+	}
+}
