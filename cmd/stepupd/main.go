@@ -50,6 +50,8 @@ Usage:
   stepupd hash-password             < password on standard input
   stepupd rotate-keys --config FILE
   stepupd bench --help
+  stepupd compare [--runs N] [--concurrency N] [--duration D] [--scenarios LIST] [--wrk auto|never]
+  stepupd baseline [--addr ADDR] [--client-id ID] [--client-secret SECRET]
 
 Commands:
   serve          run the server (the default): --dev tries it out with an
@@ -57,6 +59,9 @@ Commands:
   hash-password  print the argon2id hash of a password, for users[].password_hash
   rotate-keys    bring in new signing keys now, on the configured store
   bench          drive a running server and measure it
+  compare        run stepupd and bare fosite side by side, fresh processes per
+                 run, under the same load, and print the ratios (--help for more)
+  baseline       serve bare fosite, compare's other side
 
 "stepupd serve --help" lists the server's flags.
 `
