@@ -161,7 +161,7 @@ func (ks *KeySet) Rotate(now time.Time, rotateEvery, retain time.Duration) error
 
 // Signer returns a signer for the current key of alg.
 //
-// A Signer caches its go-jose signers (and, for RSA, the precomputed
+// A Signer caches its encoded headers (and, for RSA, the precomputed
 // private key), so callers keep it until the next rotation rather than
 // asking for one per token.
 func (ks *KeySet) Signer(alg string) (*Signer, error) {
