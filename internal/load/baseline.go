@@ -31,6 +31,16 @@ type Baseline struct {
 	Cost time.Duration
 }
 
+// RawCost is scenario's Baseline as Run reports it for a server whose
+// tokens it has not seen: its access tokens signed with the server's
+// default, ES256, and no ID token. It lets a caller that drives the load by
+// other means (stepupd compare's wrk) put the same raw cost beside it.
+func RawCost(scenario string) Baseline {
+	srs := []ScenarioReport{{Name: scenario}}
+	(&runner{}).baselines(srs)
+	return srs[0].Baseline
+}
+
 // tokenAlgs are the signing algorithms seen in the server's tokens: access
 // tokens', and the public client's ID tokens'.
 type tokenAlgs struct{ access, id string }
