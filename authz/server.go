@@ -238,6 +238,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	cfg.Store = cachedPerRequest(cfg.Store) // a login page reads and writes through its own cache (requestcache.go)
 	box, err := seal.New(cfg.Secret)
 	if err != nil {
 		return nil, err
