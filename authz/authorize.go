@@ -61,6 +61,8 @@ func (s *Server) loadPending(ctx context.Context, id string) (*pendingAuthorizat
 }
 
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
+	r, done := s.withRequestCache(r)
+	defer done()
 	ctx := r.Context()
 	var (
 		requestedAt time.Time
@@ -69,6 +71,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	)
 	if r.Method == http.MethodGet && r.URL.Query().Has("resume") {
 		challenge = r.URL.Query().Get("resume")
+		s.prefetchLogin(ctx, r, challenge, false)
 		p, err := s.loadPending(ctx, challenge)
 		if err != nil {
 			s.pendingError(w, err)
@@ -122,39 +125,101 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		req.RequestedAt = requestedAt
 	}
 
+	if challenge == "" {
+		s.prefetchLogin(ctx, r, "", false)
+	}
 	ls, _, err := s.sessions.get(ctx, r)
 	if err != nil {
 		s.authorizeError(w, ar, err)
 		return
 	}
+	s.decide(w, r, ar, challenge, requestedAt, ls, nil)
+}
+
+// resume is /oauth2/authorize?resume=challenge within a request that has
+// just proved a factor and saved ls with saveSoon (see proceed): the
+// stored request replayed through fosite with its original time.
+func (s *Server) resume(w http.ResponseWriter, r *http.Request, challenge string, p *pendingAuthorization, ls *LoginSession, saved func() error) {
+	r = replay(r, p.Form)
+	ar, err := s.oauth.NewAuthorizeRequest(r.Context(), r)
+	if err == nil {
+		err = s.checkAuthorizeRequest(ar)
+	}
+	if err != nil {
+		if serr := saved(); serr != nil {
+			err = serr
+		}
+		s.authorizeError(w, ar, err)
+		return
+	}
+	if req, ok := ar.(*fosite.AuthorizeRequest); ok {
+		req.RequestedAt = p.RequestedAt
+	}
+	s.decide(w, r, ar, challenge, p.RequestedAt, ls, saved)
+}
+
+// decide answers an authorization request for the browser's session ls
+// (nil: none): with the page that collects what it still needs, or with
+// the code. challenge is its pending authorization, "" for a request
+// that has none yet. saved, when not nil, is a session write this
+// request made and must confirm before it answers (see saveSoon).
+func (s *Server) decide(w http.ResponseWriter, r *http.Request, ar fosite.AuthorizeRequester, challenge string, requestedAt time.Time, ls *LoginSession, saved func() error) {
+	ctx := r.Context()
+	// fail answers err, after keeping the factor the request proved,
+	// which does not depend on the authorization.
+	fail := func(err error) {
+		if saved != nil && !isUnavailable(err) {
+			if serr := saved(); serr != nil {
+				err = serr
+			}
+		}
+		s.authorizeError(w, ar, err)
+	}
+	confirm := func() bool {
+		if saved == nil {
+			return true
+		}
+		if err := saved(); err != nil {
+			s.authorizeError(w, ar, err)
+			return false
+		}
+		return true
+	}
 	var user *User
+	var err error
 	if ls != nil {
 		if user, err = s.sessionUser(ctx, ls); err != nil {
-			s.authorizeError(w, ar, err)
+			fail(err)
 			return
 		}
 	}
 	st, err := s.nextStep(ctx, ar, ls, user, requestedAt)
 	if err != nil {
-		s.authorizeError(w, ar, err)
+		fail(err)
 		return
 	}
 	if st.Kind != step.Done {
 		next := pageFor(st)
 		if prompts(ar).Has("none") {
-			s.authorizeError(w, ar, fosite.ErrLoginRequired.WithHint("The person must authenticate, and prompt=none forbids asking them."))
+			fail(fosite.ErrLoginRequired.WithHint("The person must authenticate, and prompt=none forbids asking them."))
 			return
 		}
 		if challenge == "" && ls != nil && user != nil {
 			s.metrics.stepUps.WithLabelValues(stepUpReason(st)).Inc()
 		}
 		if challenge == "" {
+			// The pending authorization goes to the store with the count
+			// that allows it, and is taken back if the count refuses it:
+			// what an address keeps stays within its limit.
+			var stored func() error
+			challenge, stored = s.savePendingSoon(ctx, pendingAuthorization{Form: ar.GetRequestForm(), RequestedAt: requestedAt})
 			allowed, err := s.allowPending(ctx, r)
 			if err != nil {
-				s.authorizeError(w, ar, err)
+				fail(err)
 				return
 			}
 			if !allowed {
+				later(ctx, s.store, storage.DeleteOp(pendingNS, challenge), true)
 				minutes := strconv.Itoa(int(pendingLimitWindow / time.Minute))
 				w.Header().Set("Retry-After", strconv.Itoa(int(pendingLimitWindow/time.Second)))
 				s.showError(w, http.StatusTooManyRequests, "Too many sign-ins started",
@@ -162,10 +227,13 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 						" minutes, then start signing in again from the application.")
 				return
 			}
-			if challenge, err = s.savePending(ctx, pendingAuthorization{Form: ar.GetRequestForm(), RequestedAt: requestedAt}); err != nil {
-				s.authorizeError(w, ar, err)
+			if err := stored(); err != nil {
+				fail(err)
 				return
 			}
+		}
+		if !confirm() {
+			return
 		}
 		http.Redirect(w, r, next+"?challenge="+challenge, http.StatusSeeOther)
 		return
@@ -177,14 +245,29 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	for _, aud := range ar.GetRequestedAudience() {
 		ar.GrantAudience(aud)
 	}
-	resp, err := s.oauth.NewAuthorizeResponse(ctx, ar, s.tokenSession(ar, ls, user, requestedAt))
+	if challenge != "" {
+		// Done with it, in the round trip that writes the grant (if that
+		// fails, the person starts again); a delete that fails simply
+		// expires.
+		later(ctx, s.store, storage.DeleteOp(pendingNS, challenge), false)
+	}
+	// fosite writes the code and its PKCE and OpenID Connect records one
+	// call each; a transaction makes them one write of the grant.
+	tx, err := s.grants.BeginTX(ctx)
 	if err != nil {
-		s.authorizeError(w, ar, err)
+		fail(err)
 		return
 	}
-	if challenge != "" {
-		// Done with it; if this delete fails it simply expires.
-		_ = s.store.Delete(ctx, pendingNS, challenge)
+	resp, err := s.oauth.NewAuthorizeResponse(tx, ar, s.tokenSession(ar, ls, user, requestedAt))
+	if err == nil {
+		err = s.grants.Commit(tx)
+	}
+	if err != nil {
+		fail(err)
+		return
+	}
+	if !confirm() {
+		return
 	}
 	resp.AddParameter("iss", s.cfg.Issuer) // RFC 9207
 	s.oauth.WriteAuthorizeResponse(ctx, w, ar, resp)
@@ -378,12 +461,20 @@ func addressKey(ip string) string {
 }
 
 func (s *Server) savePending(ctx context.Context, p pendingAuthorization) (string, error) {
+	id, stored := s.savePendingSoon(ctx, p)
+	return id, stored()
+}
+
+// savePendingSoon is savePending with the write queued for the request's
+// next round trip (see later); stored waits for it.
+func (s *Server) savePendingSoon(ctx context.Context, p pendingAuthorization) (id string, stored func() error) {
 	data, err := json.Marshal(p)
 	if err != nil {
-		return "", err
+		return "", func() error { return err }
 	}
-	id := randomString(24)
-	return id, s.store.Put(ctx, pendingNS, id, data, pendingTTL)
+	id = randomString(24)
+	put := later(ctx, s.store, storage.PutOp(pendingNS, id, data, pendingTTL), false)
+	return id, func() error { return put.outcome(ctx).Err }
 }
 
 func prompts(ar fosite.AuthorizeRequester) fosite.Arguments {
@@ -445,6 +536,8 @@ func (s *Server) nextStep(ctx context.Context, ar fosite.AuthorizeRequester, ls 
 
 // stepFor is step.Next for this person's session and enrollment.
 func (s *Server) stepFor(ctx context.Context, req step.Request, ls *LoginSession, u *User) (step.Step, error) {
+	s.mfa.prefetch(ctx, u.ID, "")
+	s.passkeys.prefetch(ctx, u.ID)
 	enrolled, err := s.mfa.enabled(ctx, u.ID)
 	if err != nil {
 		return step.Step{}, err

@@ -32,7 +32,10 @@ func (s *Server) ssoLinks(challenge string) []ssoLink {
 }
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
+	r, done := s.withRequestCache(r)
+	defer done()
 	challenge := r.URL.Query().Get("challenge")
+	s.prefetchLogin(r.Context(), r, challenge, false)
 	p, ok := s.pending(w, r, challenge)
 	if !ok {
 		return
@@ -60,17 +63,22 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 const maxCredentialLen = 1024
 
 func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
+	r, done := s.withRequestCache(r)
+	defer done()
 	ctx := r.Context()
 	if !s.postedForm(w, r, "Cannot sign in") {
 		return
 	}
 	challenge := r.PostFormValue("challenge")
+	username, password := strings.TrimSpace(r.PostFormValue("username")), r.PostFormValue("password")
+	// The counters go with the first round trip: the pending authorization's.
+	s.loginThrottle.prefetch(ctx, r, username)
+	s.prefetchLogin(ctx, r, challenge, false)
 	p, ok := s.pending(w, r, challenge)
 	if !ok {
 		return
 	}
 	allowFormTarget(w, p.Form.Get("redirect_uri"))
-	username, password := strings.TrimSpace(r.PostFormValue("username")), r.PostFormValue("password")
 	page := loginPage{Title: "Sign in", Client: s.clientName(p.Form.Get("client_id")), Username: username, CSRF: s.csrfToken(w, r),
 		Challenge: challenge, SSO: s.ssoLinks(challenge), Passkeys: s.passkeys.on()}
 	if username == "" || password == "" || len(username) > maxCredentialLen || len(password) > maxCredentialLen {
@@ -79,7 +87,10 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if refusal, err := s.loginThrottle.admit(ctx, r, username, s.passwordHashOf); err != nil || refusal != "" {
+	refusal, account, err := s.loginThrottle.admit(ctx, r, username, func(ctx context.Context) (*User, error) {
+		return s.loginAccount(ctx, username)
+	})
+	if err != nil || refusal != "" {
 		if err != nil {
 			s.authorizeError(w, nil, err)
 			return
@@ -88,11 +99,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		s.render(w, s.pages.login, http.StatusTooManyRequests, page)
 		return
 	}
-	user, err := s.checkPassword(ctx, username, password)
-	if err != nil {
-		s.authorizeError(w, nil, err)
-		return
-	}
+	user := s.checkPassword(account, password)
 	if user == nil {
 		s.loginThrottle.failed(ctx, r, username)
 		page.Error = "Incorrect username or password."
@@ -107,26 +114,68 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ls == nil || ls.UserID != user.ID {
-		ls = &LoginSession{UserID: user.ID, CreatedAt: s.cfg.Now()}
+		ls = &LoginSession{UserID: user.ID, CreatedAt: s.cfg.Now(), person: user}
 	}
 	ls.addFactor(tokens.MethodPassword, "", s.cfg.Now())
-	if err := s.sessions.save(ctx, w, ls, oldID); err != nil {
-		s.authorizeError(w, nil, err)
+	s.proceed(w, r, challenge, p, ls, s.sessions.saveSoon(ctx, w, ls, oldID))
+}
+
+// prefetchLogin queues, for one round trip, what a page of a sign-in in
+// progress reads first: its pending authorization, the browser's session
+// and, when the session cookie names the person, their record, enrollment
+// and passkeys; for a page that checks a code (forCode), the code's
+// throttle too. Where the cookie names nobody, the round trip is the
+// page's first read; where it does, it is the person's read, made here.
+func (s *Server) prefetchLogin(ctx context.Context, r *http.Request, challenge string, forCode bool) {
+	if len(challenge) == 32 {
+		prefetch(ctx, pendingNS, challenge)
+	}
+	person := s.sessions.prefetch(ctx, r)
+	if person == "" || cacheOf(ctx) == nil {
 		return
 	}
-	s.continueLogin(w, r, challenge, p, ls)
+	addr := ""
+	if forCode {
+		addr = clientIP(r)
+	}
+	s.mfa.prefetch(ctx, person, addr)
+	s.passkeys.prefetch(ctx, person)
+	// Its error, if the store fails, is the next read's to answer.
+	_, _ = s.user(ctx, person)
 }
 
 // continueLogin sends the browser on once a factor is done: back to the
 // authorization, which decides what else it needs; or, for an account
 // page, through the second factor if the person has one.
 func (s *Server) continueLogin(w http.ResponseWriter, r *http.Request, challenge string, p *pendingAuthorization, ls *LoginSession) {
-	ctx := r.Context()
 	if p.Return == "" {
 		http.Redirect(w, r, "/oauth2/authorize?resume="+challenge, http.StatusSeeOther)
 		return
 	}
+	s.continueToPage(w, r, challenge, p, ls, nil)
+}
+
+// proceed is continueLogin for a factor this request proved, its session
+// saved with saveSoon: the authorization goes on in this request, as
+// /oauth2/authorize?resume would, from what the request has read already
+// and without the browser's detour there. saved is confirmed before the
+// answer.
+func (s *Server) proceed(w http.ResponseWriter, r *http.Request, challenge string, p *pendingAuthorization, ls *LoginSession, saved func() error) {
+	if p.Return == "" {
+		s.resume(w, r, challenge, p, ls, saved)
+		return
+	}
+	s.continueToPage(w, r, challenge, p, ls, saved)
+}
+
+// continueToPage sends the browser back to the account page p is for, or
+// first to the second factor it still needs.
+func (s *Server) continueToPage(w http.ResponseWriter, r *http.Request, challenge string, p *pendingAuthorization, ls *LoginSession, saved func() error) {
+	ctx := r.Context()
 	st, err := s.stepFor(ctx, step.Request{At: s.cfg.Now()}, ls, &User{ID: ls.UserID})
+	if err == nil && saved != nil {
+		err = saved()
+	}
 	if err != nil {
 		s.authorizeError(w, nil, err)
 		return
@@ -169,7 +218,10 @@ type otpPage struct {
 // otpForm asks for the second factor of a person who has logged in with a
 // password (or SSO): the code alone, never the password again.
 func (s *Server) otpForm(w http.ResponseWriter, r *http.Request) {
+	r, done := s.withRequestCache(r)
+	defer done()
 	challenge := r.URL.Query().Get("challenge")
+	s.prefetchLogin(r.Context(), r, challenge, false)
 	p, ls, _, ok := s.midLogin(w, r, challenge)
 	if !ok {
 		return
@@ -185,11 +237,14 @@ func (s *Server) otpForm(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) otpSubmit(w http.ResponseWriter, r *http.Request) {
+	r, done := s.withRequestCache(r)
+	defer done()
 	ctx := r.Context()
 	if !s.postedForm(w, r, "Cannot verify") {
 		return
 	}
 	challenge := r.PostFormValue("challenge")
+	s.prefetchLogin(ctx, r, challenge, true)
 	p, ls, sid, ok := s.midLogin(w, r, challenge)
 	if !ok {
 		return
@@ -211,11 +266,7 @@ func (s *Server) otpSubmit(w http.ResponseWriter, r *http.Request) {
 		via = ""
 	}
 	ls.addFactor(tokens.MethodOTP, via, s.cfg.Now())
-	if err := s.sessions.save(ctx, w, ls, sid); err != nil {
-		s.authorizeError(w, nil, err)
-		return
-	}
-	s.continueLogin(w, r, challenge, p, ls)
+	s.proceed(w, r, challenge, p, ls, s.sessions.saveSoon(ctx, w, ls, sid))
 }
 
 // codeError turns a second-factor outcome into what the page says.

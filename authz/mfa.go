@@ -65,6 +65,16 @@ func (m *secondFactors) get(ctx context.Context, userID string) (*enrollment, er
 	return &e, nil
 }
 
+// prefetch reads the enrollment with the request's next round trip, and
+// for an attempt from addr ("": none) the throttle's lock and counter.
+func (m *secondFactors) prefetch(ctx context.Context, userID, addr string) {
+	prefetch(ctx, mfaNS, userID)
+	if addr != "" {
+		prefetch(ctx, mfaLockNS, userID)
+		prefetch(ctx, mfaFailNS, "addr:"+addr)
+	}
+}
+
 func (m *secondFactors) enabled(ctx context.Context, userID string) (bool, error) {
 	e, err := m.get(ctx, userID)
 	return e != nil, err
@@ -272,17 +282,19 @@ func (m *secondFactors) attempt(ctx context.Context, userID, addr string, check 
 		}
 	}
 	err = check()
+	// What follows the check counts for the next attempt, not this one,
+	// so it goes with the request's next round trip (the session's write).
 	switch {
 	case err == nil:
-		_ = m.kv.Delete(ctx, mfaFailNS, "acct:"+userID)
-		_ = m.kv.Delete(ctx, mfaLockNS, userID)
+		later(ctx, m.kv, storage.DeleteOp(mfaFailNS, "acct:"+userID), true)
+		later(ctx, m.kv, storage.DeleteOp(mfaLockNS, userID), true)
 	case errors.Is(err, errCodeWrong), errors.Is(err, errCodeReplayed):
 		reason := "wrong"
 		if errors.Is(err, errCodeReplayed) {
 			reason = "replayed"
 		}
 		m.failures.WithLabelValues(reason).Inc()
-		_, _ = m.kv.Incr(ctx, mfaFailNS, "addr:"+addr, m.throttle.Max)
+		later(ctx, m.kv, storage.IncrOp(mfaFailNS, "addr:"+addr, m.throttle.Max), true)
 	}
 	return err
 }

@@ -135,6 +135,14 @@ func (p *passkeys) change(ctx context.Context, userID string, fn func([]passkey)
 // on reports whether this server can use passkeys at all.
 func (p *passkeys) on() bool { return p.wa != nil }
 
+// prefetch reads the person's passkeys with the request's next round
+// trip, where this server can use them.
+func (p *passkeys) prefetch(ctx context.Context, userID string) {
+	if p.on() {
+		prefetch(ctx, passkeysNS, userID)
+	}
+}
+
 // has reports whether the person has a passkey this server can use.
 func (p *passkeys) has(ctx context.Context, userID string) (bool, error) {
 	if !p.on() {

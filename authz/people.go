@@ -116,34 +116,28 @@ func (s *Server) userByEmail(ctx context.Context, email string) (*User, error) {
 	return u, err
 }
 
-// checkPassword returns the person if the password is right, nil if not.
-// It does the same work whether or not the username exists.
-func (s *Server) checkPassword(ctx context.Context, username, password string) (*User, error) {
+// loginAccount is the account a sign-in names, disabled or not; nil when
+// there is none.
+func (s *Server) loginAccount(ctx context.Context, username string) (*User, error) {
 	u, err := s.people.ByUsername(ctx, strings.TrimSpace(username))
-	if err != nil && !errors.Is(err, directory.ErrNotFound) {
-		return nil, err
+	if errors.Is(err, directory.ErrNotFound) {
+		return nil, nil
 	}
+	return u, err
+}
+
+// checkPassword returns the person if the password is right for the
+// account u (nil: there is none), nil if not. It does the same work
+// whether or not the account exists.
+func (s *Server) checkPassword(u *User, password string) *User {
 	hash := s.people.dummy
 	if u != nil && u.PasswordHash != "" {
 		hash = u.PasswordHash
 	}
 	if !CheckPassword(hash, password) || u == nil || u.PasswordHash == "" || u.Disabled {
-		return nil, nil
+		return nil
 	}
-	return u, nil
-}
-
-// passwordHashOf is the password hash of the account, "" when there is
-// no such account or it has no password.
-func (s *Server) passwordHashOf(ctx context.Context, username string) (string, error) {
-	u, err := s.people.ByUsername(ctx, strings.TrimSpace(username))
-	if errors.Is(err, directory.ErrNotFound) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	return u.PasswordHash, nil
+	return u
 }
 
 // orgOf is the organization and the person's role in it; nil when it does

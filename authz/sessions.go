@@ -151,19 +151,65 @@ func sessionKey(id string) string {
 	return b64.EncodeToString(sum[:])
 }
 
-// get returns the browser's session, or nil if it has none (or it expired).
-// hasCookie reports whether the browser sent a session cookie at all.
-func (s *sessionStore) hasCookie(r *http.Request) bool {
+// The cookie is the session's id, and after a dot the person's id
+// (base64url). The session's id alone finds the session; the person's id
+// lets a request read the person along with it (see prefetch), and counts
+// for nothing until the session names the same person. A cookie of the
+// id alone, from before, still works.
+const sessionIDLen = 43
+
+func (s *sessionStore) cookie(r *http.Request) (id, person string, ok bool) {
 	c, err := r.Cookie(s.cookieName())
-	return err == nil && len(c.Value) == 43
+	if err != nil || len(c.Value) < sessionIDLen {
+		return "", "", false
+	}
+	id, rest := c.Value[:sessionIDLen], c.Value[sessionIDLen:]
+	if rest == "" {
+		return id, "", true
+	}
+	if rest[0] != '.' {
+		return "", "", false
+	}
+	hint, err := b64.DecodeString(rest[1:])
+	if err != nil {
+		return "", "", false
+	}
+	return id, string(hint), true
 }
 
+// cookieValue is what the browser keeps; a person's id too long for a
+// cookie is left out.
+func cookieValue(id, person string) string {
+	if len(person) > 256 {
+		return id
+	}
+	return id + "." + b64.EncodeToString([]byte(person))
+}
+
+// hasCookie reports whether the browser sent a session cookie at all.
+func (s *sessionStore) hasCookie(r *http.Request) bool {
+	_, _, ok := s.cookie(r)
+	return ok
+}
+
+// prefetch reads the browser's session with the request's next round trip
+// and returns the person its cookie names, "" if none.
+func (s *sessionStore) prefetch(ctx context.Context, r *http.Request) string {
+	id, person, ok := s.cookie(r)
+	if !ok {
+		return ""
+	}
+	prefetch(ctx, sessionNS, sessionKey(id))
+	return person
+}
+
+// get returns the browser's session, or nil if it has none (or it expired).
 func (s *sessionStore) get(ctx context.Context, r *http.Request) (*LoginSession, string, error) {
-	c, err := r.Cookie(s.cookieName())
-	if err != nil || len(c.Value) != 43 {
+	id, _, ok := s.cookie(r)
+	if !ok {
 		return nil, "", nil
 	}
-	data, err := s.kv.Get(ctx, sessionNS, sessionKey(c.Value))
+	data, err := s.kv.Get(ctx, sessionNS, sessionKey(id))
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, "", nil
 	}
@@ -183,7 +229,7 @@ func (s *sessionStore) get(ctx context.Context, r *http.Request) (*LoginSession,
 			return nil, "", nil
 		}
 	}
-	return &ls, c.Value, nil
+	return &ls, id, nil
 }
 
 // dropStaleFactors removes an otp factor that the person's factors epoch
@@ -209,22 +255,45 @@ func (s *Server) dropStaleFactors(ctx context.Context, ls *LoginSession) (bool, 
 // save stores ls under a new id and sets the cookie. A fresh id at every
 // change of authentication defeats session fixation.
 func (s *sessionStore) save(ctx context.Context, w http.ResponseWriter, ls *LoginSession, oldID string) error {
+	return s.saveSoon(ctx, w, ls, oldID)()
+}
+
+// saveSoon is save with the writes queued for the request's next round
+// trip (see later); the returned confirm waits for them and sets the
+// cookie, and must come before the answer. The old session's removal goes
+// with the new one's write: it was never more than tidying (the old id
+// keeps only the factors it had), and if the store fails between the two
+// the browser is at worst signed out.
+func (s *sessionStore) saveSoon(ctx context.Context, w http.ResponseWriter, ls *LoginSession, oldID string) (confirm func() error) {
 	data, err := json.Marshal(ls)
 	if err != nil {
-		return err
+		return func() error { return err }
 	}
 	id := randomString(32)
-	if err := s.kv.Put(ctx, sessionNS, sessionKey(id), data, s.ttl); err != nil {
-		return err
+	put := later(ctx, s.kv, storage.PutOp(sessionNS, sessionKey(id), data, s.ttl), false)
+	var drop func()
+	switch {
+	case oldID == "":
+	case cacheOf(ctx) != nil:
+		// Not best-effort: a new session that never went takes the
+		// removal of the old one with it.
+		later(ctx, s.kv, storage.DeleteOp(sessionNS, sessionKey(oldID)), false)
+	default:
+		drop = func() { _ = s.kv.Delete(ctx, sessionNS, sessionKey(oldID)) }
 	}
-	if oldID != "" {
-		_ = s.kv.Delete(ctx, sessionNS, sessionKey(oldID))
+	return func() error {
+		if err := put.outcome(ctx).Err; err != nil {
+			return err
+		}
+		if drop != nil {
+			drop()
+		}
+		http.SetCookie(w, &http.Cookie{
+			Name: s.cookieName(), Value: cookieValue(id, ls.UserID), Path: "/", MaxAge: int(s.ttl.Seconds()),
+			HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
+		})
+		return nil
 	}
-	http.SetCookie(w, &http.Cookie{
-		Name: s.cookieName(), Value: id, Path: "/", MaxAge: int(s.ttl.Seconds()),
-		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
-	})
-	return nil
 }
 
 func (s *sessionStore) end(ctx context.Context, w http.ResponseWriter, id string) error {

@@ -57,46 +57,62 @@ func accountKey(username string) string {
 	return b64.EncodeToString(sum[:18])
 }
 
+// prefetch reads the counters admit reads with the request's next round
+// trip.
+func (t *loginThrottle) prefetch(ctx context.Context, r *http.Request, username string) {
+	prefetch(ctx, throttleNS, "addr:"+addressKey(clientIP(r)), "acct:"+accountKey(username))
+}
+
 // admit says whether an attempt may go ahead: "" if so, else what to tell
-// the person.
-func (t *loginThrottle) admit(ctx context.Context, r *http.Request, username string, lookup passwordLookup) (string, error) {
+// the person. find looks the account up, for the password check that
+// follows; admit returns whom it found. The attempt's count goes to the
+// store with find's first read, and is judged before admit returns, so
+// before any password is checked.
+func (t *loginThrottle) admit(ctx context.Context, r *http.Request, username string, find func(context.Context) (*User, error)) (string, *User, error) {
 	account, addr := accountKey(username), addressKey(clientIP(r))
 	refused := "Too many failed sign-in attempts. Wait " + tokens.HumanDuration(t.window) + " and try again."
 	addrFailures, err := counter(ctx, t.kv, throttleNS, "addr:"+addr)
 	if err != nil || addrFailures >= t.perAddress {
-		return refused, err
+		return refused, nil, err
 	}
-	attempts, err := t.kv.Incr(ctx, throttleNS, "pair:"+account+"|"+addr, t.window)
-	if err != nil || attempts > t.perPair {
-		return refused, err
+	count := later(ctx, t.kv, storage.IncrOp(throttleNS, "pair:"+account+"|"+addr, t.window), false)
+	u, err := find(ctx)
+	res := count.outcome(ctx)
+	switch {
+	case res.Err != nil:
+		return refused, nil, res.Err
+	case err != nil:
+		return refused, nil, err
+	case res.N > t.perPair:
+		return refused, nil, nil
 	}
 	failures, err := counter(ctx, t.kv, throttleNS, "acct:"+account)
 	if err != nil || failures < t.backoffAfter {
-		return "", err
+		return "", u, err
 	}
-	if known, err := t.knownDevice(ctx, r, username, lookup); err != nil || known {
-		return "", err
+	if known, err := t.knownDevice(r, username, u); err != nil || known {
+		return "", u, err
 	}
 	slot := min(time.Duration(1)<<min(failures-t.backoffAfter, 16)*time.Second, t.maxBackoff)
 	err = t.kv.Create(ctx, loginSlotNS, account, []byte{1}, slot)
 	if errors.Is(err, storage.ErrAlreadyExists) {
 		return "This account has had many failed sign-ins from elsewhere, so sign-ins to it are slowed down. Wait up to " +
-			tokens.HumanDuration(slot) + " and try again, or sign in from a browser you have signed in from before.", nil
+			tokens.HumanDuration(slot) + " and try again, or sign in from a browser you have signed in from before.", nil, nil
 	}
-	return "", err
+	return "", u, err
 }
 
 // failed records a wrong password. A failure to count is not the person's
 // problem: the attempt was already counted per pair.
 func (t *loginThrottle) failed(ctx context.Context, r *http.Request, username string) {
-	_, _ = t.kv.Incr(ctx, throttleNS, "addr:"+addressKey(clientIP(r)), t.window)
-	_, _ = t.kv.Incr(ctx, throttleNS, "acct:"+accountKey(username), t.accountWindow)
+	later(ctx, t.kv, storage.IncrOp(throttleNS, "addr:"+addressKey(clientIP(r)), t.window), true)
+	later(ctx, t.kv, storage.IncrOp(throttleNS, "acct:"+accountKey(username), t.accountWindow), true)
 }
 
 // succeeded clears this address's count for the account and gives the
 // browser the account's device cookie.
 func (t *loginThrottle) succeeded(ctx context.Context, w http.ResponseWriter, r *http.Request, username string, u *User) {
-	_ = t.kv.Delete(ctx, throttleNS, "pair:"+accountKey(username)+"|"+addressKey(clientIP(r)))
+	later(ctx, t.kv, storage.DeleteOp(throttleNS, "pair:"+accountKey(username)+"|"+addressKey(clientIP(r))), true)
 	device := randomString(16)
 	http.SetCookie(w, &http.Cookie{
 		Name: t.cookieName(), Value: device + "." + t.deviceMark(username, device, u.PasswordHash), Path: "/",
@@ -115,12 +131,10 @@ func (t *loginThrottle) deviceMark(username, device, passwordHash string) string
 	return b64.EncodeToString(m.Sum(nil))
 }
 
-// passwordLookup is the account's password hash, "" when there is none.
-type passwordLookup func(ctx context.Context, username string) (string, error)
-
 // knownDevice reports whether the browser carries this account's device
-// cookie, made with the account's current password.
-func (t *loginThrottle) knownDevice(ctx context.Context, r *http.Request, username string, lookup passwordLookup) (bool, error) {
+// cookie, made with the account's current password; u is the account,
+// nil when there is none.
+func (t *loginThrottle) knownDevice(r *http.Request, username string, u *User) (bool, error) {
 	c, err := r.Cookie(t.cookieName())
 	if err != nil {
 		return false, nil
@@ -129,9 +143,8 @@ func (t *loginThrottle) knownDevice(ctx context.Context, r *http.Request, userna
 	if !ok || len(device) != 22 {
 		return false, nil
 	}
-	hash, err := lookup(ctx, username)
-	if err != nil || hash == "" {
-		return false, err
+	if u == nil || u.PasswordHash == "" {
+		return false, nil
 	}
-	return subtle.ConstantTimeCompare([]byte(mark), []byte(t.deviceMark(username, device, hash))) == 1, nil
+	return subtle.ConstantTimeCompare([]byte(mark), []byte(t.deviceMark(username, device, u.PasswordHash))) == 1, nil
 }
