@@ -18,14 +18,25 @@ import (
 
 // enrollment is a person's authenticator: the TOTP secret (sealed, bound
 // to the user), the hashes of the unused recovery codes, and the newest
-// time step a code was accepted for. Every use of a factor is one atomic
-// update of this record, so a code works once across all replicas.
+// time step a code was accepted for. Every attempt at a code is one atomic
+// update of this record, which counts it and, if the code is right, uses
+// it up: a code works once across all replicas, and of attempts sent at
+// once each is counted before the next is checked.
 type enrollment struct {
 	Secret    []byte    `json:"secret"`
 	Recovery  []string  `json:"recovery"`
 	LastStep  int64     `json:"last_step"`
 	EnabledAt time.Time `json:"enabled_at"`
+	// Attempts is how many codes were tried since the last right one,
+	// counted in a fixed window from AttemptsSince; past the throttle's
+	// free attempts, none goes ahead before WaitUntil.
+	Attempts      int       `json:"attempts,omitempty"`
+	AttemptsSince time.Time `json:"attempts_since,omitzero"`
+	WaitUntil     time.Time `json:"wait_until,omitzero"`
 }
+
+// attemptWindow is how long failed attempts count against an account.
+const attemptWindow = 24 * time.Hour
 
 const (
 	mfaNS      = "mfa"
@@ -66,11 +77,10 @@ func (m *secondFactors) get(ctx context.Context, userID string) (*enrollment, er
 }
 
 // prefetch reads the enrollment with the request's next round trip, and
-// for an attempt from addr ("": none) the throttle's lock and counter.
+// for an attempt from addr ("": none) the address's failure count.
 func (m *secondFactors) prefetch(ctx context.Context, userID, addr string) {
 	prefetch(ctx, mfaNS, userID)
 	if addr != "" {
-		prefetch(ctx, mfaLockNS, userID)
 		prefetch(ctx, mfaFailNS, "addr:"+addr)
 	}
 }
@@ -201,19 +211,22 @@ func verifyTOTP(secret, code string, now time.Time, skew uint) (int64, error) {
 
 // verify checks a TOTP or recovery code for an enrolled user and consumes
 // it. It returns "totp" or "recovery".
+//
+// The throttle is attempt's, kept in the enrollment: a few free attempts
+// per account, then one per growing wait; per address, a cap on failures.
+// The count, the wait and the code's use are one update of the record, so
+// the round trip that checks a code also counts it, and of several
+// attempts at once, each sees the ones before.
 func (m *secondFactors) verify(ctx context.Context, userID, code, addr string) (string, error) {
 	via := "totp"
 	if mfa.LooksLikeRecoveryCode(code) {
 		via = "recovery"
 	}
-	err := m.attempt(ctx, userID, addr, func() error { return m.use(ctx, userID, code, via == "recovery") })
-	return via, err
-}
-
-// use consumes a code in one atomic update of the enrollment: a TOTP step
-// must be newer than the last one accepted; a recovery code is removed.
-func (m *secondFactors) use(ctx context.Context, userID, code string, recovery bool) error {
-	return m.kv.Update(ctx, mfaNS, userID, 0, func(old []byte) ([]byte, error) {
+	if err := m.admitAddress(ctx, addr); err != nil {
+		return via, err
+	}
+	var outcome error
+	err := m.kv.Update(ctx, mfaNS, userID, 0, func(old []byte) ([]byte, error) {
 		if old == nil {
 			return nil, errNoSetup
 		}
@@ -221,36 +234,99 @@ func (m *secondFactors) use(ctx context.Context, userID, code string, recovery b
 		if err := json.Unmarshal(old, &e); err != nil {
 			return nil, err
 		}
-		if recovery {
-			if _, ok := mfa.NormalizeRecoveryCode(code); !ok {
-				return nil, errCodeMalformed
-			}
-			i := m.recovery.Match(e.Recovery, code)
-			if i < 0 {
-				return nil, errCodeWrong
-			}
-			e.Recovery[i] = ""
-		} else {
-			secret, err := m.box.Open(e.Secret, secretAAD(userID))
-			if err != nil {
-				return nil, fmt.Errorf("the TOTP secret of %s cannot be decrypted: %w", userID, err)
-			}
-			step, err := verifyTOTP(string(secret), code, m.now(), m.skew)
-			if err != nil {
-				return nil, err
-			}
-			if step <= e.LastStep {
-				return nil, errCodeReplayed
-			}
-			e.LastStep = step
+		now := m.now()
+		if wait := e.WaitUntil.Sub(now); wait > 0 {
+			return nil, throttledError{wait}
+		}
+		if now.Sub(e.AttemptsSince) >= attemptWindow {
+			e.Attempts, e.AttemptsSince = 0, now
+		}
+		e.Attempts++
+		// Past the free attempts, this one takes the wait for itself.
+		if wait := m.throttle.Wait(e.Attempts - 1); wait > 0 {
+			e.WaitUntil = now.Add(wait)
+		}
+		outcome = m.use(&e, userID, code, via == "recovery", now)
+		switch {
+		case outcome == nil:
+			e.Attempts, e.AttemptsSince, e.WaitUntil = 0, time.Time{}, time.Time{}
+		case !errors.Is(outcome, errCodeWrong) && !errors.Is(outcome, errCodeReplayed) && !errors.Is(outcome, errCodeMalformed):
+			return nil, outcome // the server's fault, not the attempt's
 		}
 		return json.Marshal(e)
 	})
+	var te throttledError
+	switch {
+	case errors.As(err, &te):
+		m.failures.WithLabelValues("throttled").Inc()
+		return via, err
+	case err != nil:
+		return via, err
+	}
+	m.failed(ctx, addr, outcome)
+	return via, outcome
 }
 
-// attempt runs check under the throttle: a few free attempts per account,
-// then one attempt per growing wait; per address, a cap on failures. A
-// success clears the account's count.
+// use checks code against e and uses it up: a TOTP step must be newer
+// than the last one accepted; a recovery code is removed.
+func (m *secondFactors) use(e *enrollment, userID, code string, recovery bool, now time.Time) error {
+	if recovery {
+		if _, ok := mfa.NormalizeRecoveryCode(code); !ok {
+			return errCodeMalformed
+		}
+		i := m.recovery.Match(e.Recovery, code)
+		if i < 0 {
+			return errCodeWrong
+		}
+		e.Recovery[i] = ""
+		return nil
+	}
+	secret, err := m.box.Open(e.Secret, secretAAD(userID))
+	if err != nil {
+		return fmt.Errorf("the TOTP secret of %s cannot be decrypted: %w", userID, err)
+	}
+	step, err := verifyTOTP(string(secret), code, now, m.skew)
+	if err != nil {
+		return err
+	}
+	if step <= e.LastStep {
+		return errCodeReplayed
+	}
+	e.LastStep = step
+	return nil
+}
+
+// admitAddress refuses an attempt from an address past its cap on
+// failures.
+func (m *secondFactors) admitAddress(ctx context.Context, addr string) error {
+	n, err := counter(ctx, m.kv, mfaFailNS, "addr:"+addr)
+	if err != nil {
+		return err
+	}
+	if n >= int64(m.maxPerAddress) {
+		m.failures.WithLabelValues("throttled").Inc()
+		return throttledError{m.throttle.Max}
+	}
+	return nil
+}
+
+// failed counts a wrong or replayed code against its address, with the
+// request's next round trip: it counts for the next attempt, not this one.
+func (m *secondFactors) failed(ctx context.Context, addr string, err error) {
+	reason := "wrong"
+	switch {
+	case errors.Is(err, errCodeReplayed):
+		reason = "replayed"
+	case !errors.Is(err, errCodeWrong):
+		return
+	}
+	m.failures.WithLabelValues(reason).Inc()
+	later(ctx, m.kv, storage.IncrOp(mfaFailNS, "addr:"+addr, m.throttle.Max), true)
+}
+
+// attempt runs check under the throttle, for the code that confirms a new
+// authenticator, which has no enrollment yet to keep its count (see
+// verify): the account's count and wait are counters of their own.
 func (m *secondFactors) attempt(ctx context.Context, userID, addr string, check func() error) error {
 	if until, err := m.kv.Get(ctx, mfaLockNS, userID); err == nil {
 		if wait := m.remaining(until); wait > 0 {
@@ -260,13 +336,10 @@ func (m *secondFactors) attempt(ctx context.Context, userID, addr string, check 
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return err
 	}
-	if n, err := counter(ctx, m.kv, mfaFailNS, "addr:"+addr); err != nil {
+	if err := m.admitAddress(ctx, addr); err != nil {
 		return err
-	} else if n >= int64(m.maxPerAddress) {
-		m.failures.WithLabelValues("throttled").Inc()
-		return throttledError{m.throttle.Max}
 	}
-	n, err := m.kv.Incr(ctx, mfaFailNS, "acct:"+userID, 24*time.Hour)
+	n, err := m.kv.Incr(ctx, mfaFailNS, "acct:"+userID, attemptWindow)
 	if err != nil {
 		return err
 	}
@@ -282,20 +355,12 @@ func (m *secondFactors) attempt(ctx context.Context, userID, addr string, check 
 		}
 	}
 	err = check()
-	// What follows the check counts for the next attempt, not this one,
-	// so it goes with the request's next round trip (the session's write).
-	switch {
-	case err == nil:
+	if err == nil {
+		// What follows the check counts for the next attempt, not this one.
 		later(ctx, m.kv, storage.DeleteOp(mfaFailNS, "acct:"+userID), true)
 		later(ctx, m.kv, storage.DeleteOp(mfaLockNS, userID), true)
-	case errors.Is(err, errCodeWrong), errors.Is(err, errCodeReplayed):
-		reason := "wrong"
-		if errors.Is(err, errCodeReplayed) {
-			reason = "replayed"
-		}
-		m.failures.WithLabelValues(reason).Inc()
-		later(ctx, m.kv, storage.IncrOp(mfaFailNS, "addr:"+addr, m.throttle.Max), true)
 	}
+	m.failed(ctx, addr, err)
 	return err
 }
 

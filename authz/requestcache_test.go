@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -93,5 +94,43 @@ func TestLoginsLastWriteFails(t *testing.T) {
 	r = submitCode(b, p, code(t, secret, ts.Clock.Now().Add(30*time.Second)))
 	if got := amrOf(t, tokensFrom(t, ts, r, verifier)); !strings.Contains(strings.Join(got, " "), "mfa") {
 		t.Fatalf("after the store is back: amr %v", got)
+	}
+}
+
+// TestParallelCodesCountOneByOne: wrong codes sent at once are each
+// counted before the next is checked (the count and the check are one
+// update of the enrollment), so the five free attempts and the one that
+// starts the wait go ahead, and every other is refused unchecked.
+func TestParallelCodesCountOneByOne(t *testing.T) {
+	for name, mutate := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ts := newTestServer(t, mutate)
+			hb, _ := loginAs(t, ts, "alice")
+			secret, _ := enroll(t, ts, hb)
+			b, p, _ := passwordThenOTP(t, ts)
+			const n = 20
+			status := make([]int, n)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					status[i] = submitCode(b, p, "000000").StatusCode
+				})
+			}
+			close(start)
+			wg.Wait()
+			counts := map[int]int{}
+			for _, st := range status {
+				counts[st]++
+			}
+			if counts[http.StatusUnauthorized] != 6 || counts[http.StatusTooManyRequests] != n-6 {
+				t.Fatalf("%d wrong codes at once: %v, want 6 checked (401) and %d refused (429)", n, counts, n-6)
+			}
+			// The right code waits too.
+			if r := submitCode(b, p, code(t, secret, ts.Clock.Now().Add(30*time.Second))); r.StatusCode != http.StatusTooManyRequests {
+				t.Fatalf("the right code during the wait: %d", r.StatusCode)
+			}
+		})
 	}
 }

@@ -223,7 +223,7 @@ func TestStoreCallsPerGrant(t *testing.T) {
 // redirect with the code. It was 38 calls (35 as this test counted them
 // before Incr was counted); issue 17 aimed at 8. A request keeps what it
 // read (requestcache.go), reads together what it can, and writes what
-// can wait with its next round trip (one storage.Batch each), so the 11
+// can wait with its next round trip (one storage.Batch each), so the 10
 // calls left are the ones that must wait for the one before:
 //
 //   - GET /oauth2/authorize (1): the pending authorization's write, with
@@ -237,12 +237,11 @@ func TestStoreCallsPerGrant(t *testing.T) {
 //     enrollment and passkeys that say the code comes next.
 //   - GET /login/otp (1): the pending authorization, the session, the
 //     enrollment and the person, whom the session cookie names.
-//   - POST /login/otp (4): the same with the code throttle's lock and
-//     address counter; the attempt's count (after those, before the code's
-//     check); the code's use, a compare-and-swap of the enrollment that
-//     one request wins; then the new session (and the old one's removal),
-//     the throttle's clearing, the pending authorization's removal and the
-//     grant, one write of its family.
+//   - POST /login/otp (3): the same with the address's count of wrong
+//     codes; the code's check, one compare-and-swap of the enrollment that
+//     counts the attempt and uses the code up, which one request wins;
+//     then the new session (and the old one's removal), the pending
+//     authorization's removal and the grant, one write of its family.
 //
 // With -v it prints each call, the request it belongs to and where in
 // package authz it comes from.
@@ -266,8 +265,8 @@ func TestStoreCallsPerLogin(t *testing.T) {
 		t.Fatalf("no code: %d %s", p.StatusCode, p.Request.URL)
 	}
 	t.Logf("store calls:\n%s", cs.lines())
-	if got := cs.calls.Load() - before; got != 11 {
-		t.Errorf("a browser login with password and code: %d store calls, want 11", got)
+	if got := cs.calls.Load() - before; got != 10 {
+		t.Errorf("a browser login with password and code: %d store calls, want 10", got)
 	}
 	// The same browser again, signed in: one read (the session, the
 	// person its cookie names, the enrollment) and the grant's write.
