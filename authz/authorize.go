@@ -23,10 +23,12 @@ import (
 
 // While a person logs in, the authorization request waits in the store as a
 // pendingAuthorization under a random id (the "challenge"). The login pages
-// carry only that id, and once the person has what the request needs, the
-// browser comes back to /oauth2/authorize?resume=<id>, where the original
-// request is replayed through fosite with its original time, so prompt=login
-// and max_age are judged against when the client asked.
+// carry only that id. After each factor the original request is replayed
+// through fosite with its original time, so prompt=login and max_age are
+// judged against when the client asked: by the password and code pages
+// themselves (resume), or where the browser comes back from elsewhere (an
+// SSO provider, a passkey, the account page) at
+// /oauth2/authorize?resume=<id>.
 type pendingAuthorization struct {
 	Form        url.Values `json:"form,omitempty"`
 	RequestedAt time.Time  `json:"requested_at"`
