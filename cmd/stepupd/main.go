@@ -164,7 +164,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, o.dev)
+	logs := newLogBuffer(stderr)
+	defer logs.close()
+	log := newLogger(logs, o.dev)
 	redis.SetLogger(redisLogger{log})
 	st, err := openStore(cfg.Store)
 	if err != nil {
@@ -237,11 +239,11 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }
 
-func newLogger(w io.Writer, dev bool) *slog.Logger {
+func newLogger(b *logBuffer, dev bool) *slog.Logger {
 	if dev {
-		return slog.New(slog.NewTextHandler(w, nil))
+		return slog.New(flushingHandler{slog.NewTextHandler(b, nil), b})
 	}
-	return slog.New(slog.NewJSONHandler(w, nil))
+	return slog.New(flushingHandler{slog.NewJSONHandler(b, nil), b})
 }
 
 // serverConfig turns the file's config into the server's, hashing
@@ -369,7 +371,7 @@ func rotateKeys(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer st.Close()
-	acfg, err := serverConfig(cfg, st, newLogger(stderr, false))
+	acfg, err := serverConfig(cfg, st, slog.New(slog.NewJSONHandler(stderr, nil)))
 	if err != nil {
 		return err
 	}
