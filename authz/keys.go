@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -26,11 +27,28 @@ type keyManager struct {
 	mu      sync.Mutex
 	signed  *tokens.KeySet // the set signers were built for
 	signers map[string]*tokens.Signer
+
+	// verified remembers tokens whose signature verified, for
+	// verifiedFor: a client sends one access token with each of its calls,
+	// and a resource server introspects it each time. Only the signature
+	// is remembered; every caller still checks the claims (exp first) and
+	// the store (revocation) each time. Keys leave the set only after
+	// their retention, long past a minute.
+	verified tokens.Recent[verifiedToken]
 }
+
+type verifiedToken struct {
+	payload []byte
+	typ     string
+}
+
+// verifiedFor is how long a verified signature is remembered.
+const verifiedFor = time.Minute
 
 func newKeyManager(kv storage.KV, box *seal.Box, algs []string, rotateEvery, retain time.Duration, now func() time.Time) *keyManager {
 	return &keyManager{
-		algs: algs,
+		algs:     algs,
+		verified: tokens.Recent[verifiedToken]{Size: 10000},
 		sealedKeys: sealedKeys[tokens.KeySet, *tokens.KeySet]{
 			kv: kv, box: box, name: "signing", now: now,
 			create: func(now time.Time) (*tokens.KeySet, error) { return tokens.NewKeySet(algs, now, rotateEvery) },
@@ -80,18 +98,27 @@ func (m *keyManager) JWKS(ctx context.Context) (jose.JSONWebKeySet, error) {
 // come from a rotation on another replica, so it triggers one reload,
 // rate-limited because anyone can send such a token.
 func (m *keyManager) Verify(ctx context.Context, token string) ([]byte, string, error) {
+	now := m.now()
+	sum := sha256.Sum256([]byte(token))
+	if v, ok := m.verified.Get(sum, now); ok {
+		return bytes.Clone(v.payload), v.typ, nil
+	}
 	set, err := m.current(ctx)
 	if err != nil {
 		return nil, "", err
 	}
-	payload, typ, err := set.Verify(token, m.now())
-	if !errors.Is(err, tokens.UnknownKey) {
-		return payload, typ, err
+	payload, typ, err := set.Verify(token, now)
+	if errors.Is(err, tokens.UnknownKey) {
+		if set, err = m.reloadIfAllowed(ctx); err != nil {
+			return nil, "", err
+		}
+		payload, typ, err = set.Verify(token, now)
 	}
-	if set, err = m.reloadIfAllowed(ctx); err != nil {
+	if err != nil {
 		return nil, "", err
 	}
-	return set.Verify(token, m.now())
+	m.verified.Put(sum, verifiedToken{payload: bytes.Clone(payload), typ: typ}, now.Add(verifiedFor), now)
+	return payload, typ, nil
 }
 
 func (m *keyManager) publicKey(ctx context.Context, kid string) (any, error) {

@@ -157,13 +157,7 @@ type Verifier struct {
 	// for its signature once a minute rather than each time. Only exp can
 	// turn a verified token bad (iat and nbf only get truer), so an entry
 	// lasts until the token expires, and at most cacheTTL.
-	seenMu sync.Mutex
-	seen   map[[sha256.Size]byte]seenToken
-}
-
-type seenToken struct {
-	claims tokens.AccessClaims
-	until  time.Time
+	seen tokens.Recent[tokens.AccessClaims]
 }
 
 // New checks cfg and returns a Verifier. It does not fetch anything: the
@@ -172,7 +166,9 @@ func New(cfg Config) (*Verifier, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Verifier{cfg: cfg.withDefaults()}, nil
+	v := &Verifier{cfg: cfg.withDefaults()}
+	v.seen.Size = v.cfg.CacheSize
+	return v, nil
 }
 
 // Verify checks a raw access token and returns its claims. The token must
@@ -202,48 +198,22 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*tokens.AccessClai
 
 // recall returns a copy of a token's claims verified lately.
 func (v *Verifier) recall(sum [sha256.Size]byte, now time.Time) (*tokens.AccessClaims, bool) {
-	if v.cfg.CacheSize < 0 {
+	c, ok := v.seen.Get(sum, now)
+	if !ok {
 		return nil, false
 	}
-	v.seenMu.Lock()
-	e, ok := v.seen[sum]
-	v.seenMu.Unlock()
-	if !ok || !now.Before(e.until) {
-		return nil, false
-	}
-	c := e.claims
 	c.Audience, c.Scope, c.AMR = slices.Clone(c.Audience), slices.Clone(c.Scope), slices.Clone(c.AMR)
 	return &c, true
 }
 
 func (v *Verifier) remember(sum [sha256.Size]byte, claims *tokens.AccessClaims, now time.Time) {
-	if v.cfg.CacheSize < 0 {
-		return
-	}
 	until := time.Unix(claims.Expiry, 0).Add(v.cfg.Leeway)
 	if limit := now.Add(cacheTTL); limit.Before(until) {
 		until = limit
 	}
 	c := *claims
 	c.Audience, c.Scope, c.AMR = slices.Clone(c.Audience), slices.Clone(c.Scope), slices.Clone(c.AMR)
-	v.seenMu.Lock()
-	defer v.seenMu.Unlock()
-	if v.seen == nil {
-		v.seen = map[[sha256.Size]byte]seenToken{}
-	}
-	if len(v.seen) >= v.cfg.CacheSize {
-		// Full: drop what has lapsed, or else some entry (map order is
-		// random enough for a cache that only saves work).
-		for k, e := range v.seen {
-			if !now.Before(e.until) || len(v.seen) >= v.cfg.CacheSize {
-				delete(v.seen, k)
-			}
-			if len(v.seen) < v.cfg.CacheSize/2 {
-				break
-			}
-		}
-	}
-	v.seen[sum] = seenToken{claims: c, until: until}
+	v.seen.Put(sum, c, until, now)
 }
 
 // verify checks a token's signature and claims.
