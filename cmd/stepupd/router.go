@@ -32,11 +32,7 @@ type routerOptions struct {
 // a stack.
 func router(srv *authz.Server, log *slog.Logger, o routerOptions) http.Handler {
 	r := chi.NewRouter()
-	r.Use(fromTrustedProxies(o.trustedProxies), middleware.RequestID, accessLog(log))
-	if o.metrics != nil {
-		r.Use(countRequests(o.metrics))
-	}
-	r.Use(recoverer(log))
+	r.Use(fromTrustedProxies(o.trustedProxies), middleware.RequestID, observe(log, o.metrics), recoverer(log))
 	if o.metrics != nil {
 		r.Method(http.MethodGet, "/metrics", metricsHandler(o.metrics, o.metricsToken))
 	}
@@ -50,25 +46,42 @@ func router(srv *authz.Server, log *slog.Logger, o routerOptions) http.Handler {
 	return r
 }
 
-// countRequests records every request by its route pattern, never its
-// path: /api/orgs/{org} is one series however many organizations are asked
-// for, and a scan of random paths adds only "unmatched".
-func countRequests(reg prometheus.Registerer) func(http.Handler) http.Handler {
-	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "stepup_http_requests_total",
-		Help: "HTTP requests answered, by method, route pattern and status code.",
-	}, []string{"method", "route", "code"})
-	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "stepup_http_request_duration_seconds",
-		Help:    "Time to answer an HTTP request, by method and route pattern.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-	}, []string{"method", "route"})
-	reg.MustRegister(requests, latency)
+// observe logs every request and, with a registry, records it by its
+// route pattern, never its path: /api/orgs/{org} is one series however
+// many organizations are asked for, and a scan of random paths adds only
+// "unmatched". One wrapper and one clock reading serve both.
+func observe(log *slog.Logger, reg prometheus.Registerer) func(http.Handler) http.Handler {
+	var requests *prometheus.CounterVec
+	var latency *prometheus.HistogramVec
+	if reg != nil {
+		requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stepup_http_requests_total",
+			Help: "HTTP requests answered, by method, route pattern and status code.",
+		}, []string{"method", "route", "code"})
+		latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "stepup_http_request_duration_seconds",
+			Help:    "Time to answer an HTTP request, by method and route pattern.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"method", "route"})
+		reg.MustRegister(requests, latency)
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 			start := time.Now()
+			// Deferred, so that a request the panic guard answered is
+			// counted too.
 			defer func() {
+				took := time.Since(start)
+				status := ww.Status()
+				if status == 0 {
+					status = http.StatusOK
+				}
+				log.Info("request", "method", r.Method, "path", r.URL.Path, "status", status,
+					"duration", took, "request_id", middleware.GetReqID(r.Context()))
+				if reg == nil {
+					return
+				}
 				route := chi.RouteContext(r.Context()).RoutePattern()
 				if route == "" {
 					route = "unmatched"
@@ -77,12 +90,8 @@ func countRequests(reg prometheus.Registerer) func(http.Handler) http.Handler {
 				if !knownMethods[method] {
 					method = "other"
 				}
-				status := ww.Status()
-				if status == 0 {
-					status = http.StatusOK
-				}
 				requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
-				latency.WithLabelValues(method, route).Observe(time.Since(start).Seconds())
+				latency.WithLabelValues(method, route).Observe(took.Seconds())
 			}()
 			next.ServeHTTP(ww, r)
 		})
@@ -108,18 +117,6 @@ func metricsHandler(g prometheus.Gatherer, token string) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
-}
-
-func accessLog(log *slog.Logger) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
-			start := time.Now()
-			next.ServeHTTP(ww, r)
-			log.Info("request", "method", r.Method, "path", r.URL.Path, "status", ww.Status(),
-				"duration", time.Since(start), "request_id", middleware.GetReqID(r.Context()))
-		})
-	}
 }
 
 func recoverer(log *slog.Logger) func(http.Handler) http.Handler {
