@@ -41,7 +41,7 @@ func (r Report) WriteText(w io.Writer) error {
 		}
 		raw, ratio, ceil := "-", "-", "-"
 		if s.Baseline.Cost > 0 {
-			raw = fmtDur(s.Baseline.Cost)
+			raw = FormatDuration(s.Baseline.Cost)
 			if s.OK > 0 {
 				ratio = fmt.Sprintf("%.1fx", float64(s.Latency.P50)/float64(s.Baseline.Cost))
 				ceiling := float64(r.CPUs) / s.Baseline.Cost.Seconds()
@@ -49,7 +49,7 @@ func (r Report) WriteText(w io.Writer) error {
 			}
 		}
 		fmt.Fprintf(&b, row, s.Name, fmt.Sprintf("%.1f", s.Throughput()),
-			fmtDur(s.Latency.P50), fmtDur(s.Latency.P90), fmtDur(s.Latency.P99), fmtDur(s.Latency.Max), raw, ratio, ceil)
+			FormatDuration(s.Latency.P50), FormatDuration(s.Latency.P90), FormatDuration(s.Latency.P99), FormatDuration(s.Latency.Max), raw, ratio, ceil)
 	}
 
 	b.WriteString("\noutcomes (ops by kind):\n")
@@ -62,7 +62,7 @@ func (r Report) WriteText(w io.Writer) error {
 		if !s.LastFailure.IsZero() {
 			rec := "no success after it"
 			if !s.RecoveredAt.IsZero() {
-				rec = "first success " + fmtDur(s.RecoveredAt.Sub(s.LastFailure)) + " later"
+				rec = "first success " + FormatDuration(s.RecoveredAt.Sub(s.LastFailure)) + " later"
 			}
 			fmt.Fprintf(&b, "  %-19s failures from %s to %s into the run; %s\n", "",
 				fmtOffset(s.FirstFailure.Sub(s.Start)), fmtOffset(s.LastFailure.Sub(s.Start)), rec)
@@ -75,7 +75,7 @@ func (r Report) WriteText(w io.Writer) error {
 		b.WriteString("\nraw crypto per op:\n")
 		for _, s := range r.Scenarios {
 			if s.Baseline.What != "" {
-				fmt.Fprintf(&b, "  %-19s %s = %s\n", s.Name, s.Baseline.What, fmtDur(s.Baseline.Cost))
+				fmt.Fprintf(&b, "  %-19s %s = %s\n", s.Name, s.Baseline.What, FormatDuration(s.Baseline.Cost))
 			}
 		}
 	}
@@ -118,7 +118,8 @@ func countsText(c map[string]int) string {
 
 func fmtOffset(d time.Duration) string { return fmt.Sprintf("%.3fs", d.Seconds()) }
 
-func fmtDur(d time.Duration) string {
+// FormatDuration writes a latency with the digits that matter at its size.
+func FormatDuration(d time.Duration) string {
 	switch {
 	case d <= 0:
 		return "-"

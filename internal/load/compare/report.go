@@ -68,7 +68,7 @@ func writeComparison(w io.Writer, o Options, loadName string, runs []runResult) 
 			if side == sideStepupd {
 				vs = fmtRatio(f.vs)
 			}
-			text := fmt.Sprintf(row, run, side, fmtRate(f.rate), fmtDuration(f.p50), fmtDuration(f.p99), fmtDuration(f.hz),
+			text := fmt.Sprintf(row, run, side, fmtRate(f.rate), load.FormatDuration(f.p50), load.FormatDuration(f.p99), load.FormatDuration(f.hz),
 				fmtRatio(f.hzRatio), strconv.Itoa(f.notOK), vs)
 			b.WriteString(strings.TrimRight(text, " \n") + "\n")
 		}
@@ -131,11 +131,11 @@ func writeComparison(w io.Writer, o Options, loadName string, runs []runResult) 
 		if r.raw.Cost > 0 {
 			raws, what = append(raws, r.raw.Cost), r.raw.What
 		}
-		rawText = append(rawText, fmtDuration(r.raw.Cost))
+		rawText = append(rawText, load.FormatDuration(r.raw.Cost))
 	}
 	if len(raws) > 0 {
 		fmt.Fprintf(&b, "  %s of an access token: median %s (runs: %s); a client_credentials token costs one, an\n"+
-			"  introspection one verification, which costs more.\n", what, fmtDuration(median(raws)), strings.Join(rawText, ", "))
+			"  introspection one verification, which costs more.\n", what, load.FormatDuration(median(raws)), strings.Join(rawText, ", "))
 	} else {
 		b.WriteString("  not measured\n")
 	}
@@ -241,22 +241,6 @@ func fmtRatio(x float64) string {
 		return "-"
 	}
 	return strconv.FormatFloat(x, 'f', 2, 64) + "x"
-}
-
-func fmtDuration(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "-"
-	case d < 10*time.Microsecond:
-		return fmt.Sprintf("%.1fµs", float64(d)/1e3)
-	case d < time.Millisecond:
-		return fmt.Sprintf("%.0fµs", float64(d)/1e3)
-	case d < 10*time.Millisecond:
-		return fmt.Sprintf("%.2fms", float64(d)/1e6)
-	case d < time.Second:
-		return fmt.Sprintf("%.1fms", float64(d)/1e6)
-	}
-	return fmt.Sprintf("%.2fs", d.Seconds())
 }
 
 func fmtMiB(kB int64) string {
