@@ -56,18 +56,24 @@ func jwtAlg(token string) string {
 	return jws.Signatures[0].Protected.Algorithm
 }
 
-// sawTokens notes the algorithms of a token response's JWTs.
+// sawTokens notes the algorithms of a token response's JWTs. Each is
+// parsed until its algorithm is known: a client_credentials response has
+// no ID token, and parsing every access token would load the bench, which
+// shares the server's cores.
 func (r *runner) sawTokens(tok *oauth2.Token) {
+	idToken, _ := tok.Extra("id_token").(string)
 	r.algsMu.Lock()
-	known := r.algs.access != "" && r.algs.id != ""
+	needAccess, needID := r.algs.access == "", r.algs.id == "" && idToken != ""
 	r.algsMu.Unlock()
-	if known {
-		return
+	var access, id string
+	if needAccess {
+		access = jwtAlg(tok.AccessToken)
 	}
-	access := jwtAlg(tok.AccessToken)
-	var id string
-	if s, ok := tok.Extra("id_token").(string); ok {
-		id = jwtAlg(s)
+	if needID {
+		id = jwtAlg(idToken)
+	}
+	if access == "" && id == "" {
+		return
 	}
 	r.algsMu.Lock()
 	defer r.algsMu.Unlock()
