@@ -244,6 +244,15 @@ func (c *requestCache) learn(op storage.BatchOp, r storage.BatchResult) {
 			}
 		}
 		return
+	case storage.BatchFollow:
+		if r.Err == nil {
+			entry := r.Values[0]
+			c.known[cacheName{'r', op.Group, op.Names[0]}] = cachedValue{value: entry, present: entry != nil}
+			if entry != nil {
+				c.known[cacheName{'r', op.Group, op.Prefix + string(entry)}] = cachedValue{value: r.Values[1], present: r.Values[1] != nil}
+			}
+		}
+		return
 	case storage.BatchApplyFamily:
 		return
 	}
@@ -268,7 +277,7 @@ func (c *requestCache) learn(op storage.BatchOp, r storage.BatchResult) {
 }
 
 func nameOf(op storage.BatchOp) cacheName {
-	if op.Kind == storage.BatchGetRecords {
+	if op.Kind == storage.BatchGetRecords || op.Kind == storage.BatchFollow {
 		return cacheName{kind: 'r', space: op.Group}
 	}
 	return cacheName{'k', op.NS, op.Key}
@@ -340,6 +349,14 @@ func single(ctx context.Context, kv storage.KV, op storage.BatchOp) storage.Batc
 			break
 		}
 		r.Values, r.Err = rec.GetRecords(ctx, op.Group, op.Names...)
+	case storage.BatchFollow:
+		rec, ok := kv.(storage.Records)
+		if !ok {
+			r.Err = fmt.Errorf("%T keeps no records", kv)
+			break
+		}
+		entry, record, err := rec.Follow(ctx, op.Group, op.Names[0], op.Prefix)
+		r.Values, r.Err = [][]byte{entry, record}, err
 	case storage.BatchApplyFamily:
 		g, ok := kv.(storage.Grants)
 		if !ok {
@@ -550,6 +567,33 @@ func (s *requestStore) GetRecords(ctx context.Context, group string, names ...st
 		out[i] = r.Values[j]
 	}
 	return out, nil
+}
+
+// Follow answers from what the request knows of the entry and its record,
+// else reads both with the queue: a login's count of the attempt goes with
+// the username's lookup.
+func (s *requestStore) Follow(ctx context.Context, group, name, prefix string) ([]byte, []byte, error) {
+	c := cacheOf(ctx)
+	if c == nil {
+		return s.Store.Follow(ctx, group, name, prefix)
+	}
+	if e, ok := c.lookup(cacheName{'r', group, name}); ok {
+		if !e.present {
+			return nil, nil, nil
+		}
+		if r, ok := c.lookup(cacheName{'r', group, prefix + string(e.value)}); ok {
+			var rec []byte
+			if r.present {
+				rec = bytes.Clone(r.value)
+			}
+			return bytes.Clone(e.value), rec, nil
+		}
+	}
+	r := c.run(ctx, storage.FollowOp(group, name, prefix))[0]
+	if r.Err != nil {
+		return nil, nil, r.Err
+	}
+	return bytes.Clone(r.Values[0]), bytes.Clone(r.Values[1]), nil
 }
 
 // ApplyRecords goes to the store as it is (it is no batch op); what it

@@ -5,8 +5,9 @@
 // Everything is one storage group: creating a person checks and claims the
 // username and the email in the same atomic step as the record, on every
 // backend, a Redis Cluster included (one hash tag). Reads cost the same
-// whatever the directory's size: a login reads an index entry and a record,
-// a page of members reads an index range and one batch of records.
+// whatever the directory's size: a login reads an index entry and the
+// record it names (one round trip), a page of members reads an index range
+// and one batch of records.
 package directory
 
 import (
@@ -179,22 +180,27 @@ func many[T any](ctx context.Context, d *Directory, rec func(string) string, ids
 	return out, nil
 }
 
-// ByUsername returns the person with this username, in any case.
+// ByUsername returns the person with this username, in any case, in one
+// round trip: a login waits for it.
 func (d *Directory) ByUsername(ctx context.Context, username string) (*User, error) {
-	id, err := d.one(ctx, usernameRec(username))
-	if err != nil {
-		return nil, err
-	}
-	return d.User(ctx, string(id))
+	return d.via(ctx, usernameRec(username))
 }
 
 // ByEmail returns the person with this email address, in any case.
 func (d *Directory) ByEmail(ctx context.Context, email string) (*User, error) {
-	id, err := d.one(ctx, emailRec(email))
+	return d.via(ctx, emailRec(email))
+}
+
+// via is the person a claim (a username or email entry) names.
+func (d *Directory) via(ctx context.Context, claim string) (*User, error) {
+	_, data, err := d.rec.Follow(ctx, group, claim, userRec(""))
 	if err != nil {
 		return nil, err
 	}
-	return d.User(ctx, string(id))
+	if data == nil {
+		return nil, ErrNotFound
+	}
+	return decode[User](data)
 }
 
 // CreateUser adds u, claiming its id, username and email in one step:

@@ -324,3 +324,48 @@ func TestListUsers(t *testing.T) {
 		}
 	})
 }
+
+// callCounter counts the Records calls a directory makes; each is one
+// round trip to Redis.
+type callCounter struct {
+	storage.Records
+	n int
+}
+
+func (c *callCounter) GetRecords(ctx context.Context, group string, names ...string) ([][]byte, error) {
+	c.n++
+	return c.Records.GetRecords(ctx, group, names...)
+}
+
+func (c *callCounter) Follow(ctx context.Context, group, name, prefix string) ([]byte, []byte, error) {
+	c.n++
+	return c.Records.Follow(ctx, group, name, prefix)
+}
+
+// TestLookupIsOneCall: a login waits for the username's lookup, so it
+// reads the entry and the person it names in one call, found or not.
+func TestLookupIsOneCall(t *testing.T) {
+	for backend, open := range backends {
+		t.Run(backend, func(t *testing.T) {
+			c := &callCounter{Records: open(t)}
+			d := directory.New(c, nil)
+			must(t, d.CreateUser(ctx, user("u1", "alice", "alice@example.com")))
+			for name, lookup := range map[string]func() (*directory.User, error){
+				"ok/username":   func() (*directory.User, error) { return d.ByUsername(ctx, "Alice") },
+				"ok/email":      func() (*directory.User, error) { return d.ByEmail(ctx, "ALICE@example.com") },
+				"fail/username": func() (*directory.User, error) { return d.ByUsername(ctx, "bob") },
+			} {
+				c.n = 0
+				u, err := lookup()
+				switch {
+				case strings.HasPrefix(name, "ok/") && (err != nil || u.ID != "u1"):
+					t.Fatalf("%s = %v, %v; want u1", name, u, err)
+				case strings.HasPrefix(name, "fail/") && !errors.Is(err, directory.ErrNotFound):
+					t.Fatalf("%s = %v, %v; want ErrNotFound", name, u, err)
+				case c.n != 1:
+					t.Fatalf("%s: %d calls, want 1", name, c.n)
+				}
+			}
+		})
+	}
+}

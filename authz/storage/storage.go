@@ -142,6 +142,15 @@ type Records interface {
 	ScanIndex(ctx context.Context, group, index, after string, limit int) ([]string, error)
 	// IndexSize is the number of members of index.
 	IndexSize(ctx context.Context, group, index string) (int64, error)
+	// Follow reads the record name, whose value is the rest of another
+	// record's name after prefix, and that record: a unique entry
+	// ("username:alice", holding an id) and the record it points to
+	// ("user:" and the id). A login would otherwise wait for the entry
+	// before it could ask for the record. It is one round trip and one
+	// atomic read, so the record is the one the entry named at that
+	// moment. entry is nil when name is absent; record is nil then, and
+	// when the record the entry names is absent.
+	Follow(ctx context.Context, group, name, prefix string) (entry, record []byte, err error)
 }
 
 // RecordOpKind says what a RecordOp does.
@@ -248,6 +257,9 @@ const (
 	// BatchApplyFamily is Grants.ApplyFamily of Ops to Family, kept at
 	// least until ExpiresAt.
 	BatchApplyFamily
+	// BatchFollow is Records.Follow of Names[0] in Group through Prefix;
+	// Values holds the entry and the record.
+	BatchFollow
 )
 
 // BatchOp is one operation of a Batch.
@@ -258,6 +270,7 @@ type BatchOp struct {
 	TTL        time.Duration
 	Group      string
 	Names      []string
+	Prefix     string
 	Family     string
 	ExpiresAt  time.Time
 	Ops        []Op
@@ -268,7 +281,8 @@ type BatchResult struct {
 	// Value is what BatchGet or BatchTake read: nil when absent, never nil
 	// when present, even when empty.
 	Value []byte
-	// Values are what BatchGetRecords read, as GetRecords returns them.
+	// Values are what BatchGetRecords read, as GetRecords returns them,
+	// or BatchFollow's entry and record.
 	Values [][]byte
 	// N is BatchIncr's count.
 	N int64
@@ -294,6 +308,9 @@ func SwapOp(ns, key string, old, value []byte, ttl time.Duration) BatchOp {
 }
 func GetRecordsOp(group string, names ...string) BatchOp {
 	return BatchOp{Kind: BatchGetRecords, Group: group, Names: names}
+}
+func FollowOp(group, name, prefix string) BatchOp {
+	return BatchOp{Kind: BatchFollow, Group: group, Names: []string{name}, Prefix: prefix}
 }
 func ApplyFamilyOp(family string, expiresAt time.Time, ops ...Op) BatchOp {
 	return BatchOp{Kind: BatchApplyFamily, Family: family, ExpiresAt: expiresAt, Ops: ops}

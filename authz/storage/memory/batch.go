@@ -44,6 +44,12 @@ func (s *Store) Batch(ctx context.Context, ops ...storage.BatchOp) ([]storage.Ba
 			r.Err = s.swap(op)
 		case storage.BatchGetRecords:
 			r.Values, r.Err = s.GetRecords(ctx, op.Group, op.Names...)
+		case storage.BatchFollow:
+			if len(op.Names) != 1 {
+				return nil, fmt.Errorf("memory batch: follow of %d names", len(op.Names))
+			}
+			entry, rec, err := s.Follow(ctx, op.Group, op.Names[0], op.Prefix)
+			r.Values, r.Err = [][]byte{entry, rec}, err
 		case storage.BatchApplyFamily:
 			r.Err = s.ApplyFamily(ctx, op.Family, op.ExpiresAt, op.Ops...)
 		default:

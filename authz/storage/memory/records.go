@@ -109,3 +109,21 @@ func (s *Store) IndexSize(_ context.Context, name, index string) (int64, error) 
 	}
 	return 0, nil
 }
+
+func (s *Store) Follow(_ context.Context, name, entry, prefix string) ([]byte, []byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.groups[name]
+	if g == nil {
+		return nil, nil, nil
+	}
+	id, ok := g.records[entry]
+	if !ok {
+		return nil, nil, nil
+	}
+	var rec []byte
+	if v, ok := g.records[prefix+string(id)]; ok {
+		rec = append([]byte{}, v...)
+	}
+	return append([]byte{}, id...), rec, nil
+}

@@ -63,6 +63,9 @@ func (s *Store) Batch(ctx context.Context, ops ...storage.BatchOp) ([]storage.Ba
 		if _, ok := batchNames[op.Kind]; !ok {
 			return nil, fmt.Errorf("redis batch: unknown op kind %d", op.Kind)
 		}
+		if op.Kind == storage.BatchFollow && len(op.Names) != 1 {
+			return nil, fmt.Errorf("redis batch: follow of %d names", len(op.Names))
+		}
 		if op.Kind == storage.BatchApplyFamily {
 			if _, err := familyArgs(op.ExpiresAt, op.Ops); err != nil {
 				return nil, err
@@ -102,7 +105,7 @@ func (s *Store) Batch(ctx context.Context, ops ...storage.BatchOp) ([]storage.Ba
 var batchNames = map[storage.BatchKind]string{
 	storage.BatchGet: "get", storage.BatchPut: "put", storage.BatchCreate: "create", storage.BatchTake: "take",
 	storage.BatchDelete: "delete", storage.BatchIncr: "incr", storage.BatchSwap: "swap",
-	storage.BatchGetRecords: "get records", storage.BatchApplyFamily: "apply family",
+	storage.BatchGetRecords: "get records", storage.BatchApplyFamily: "apply family", storage.BatchFollow: "follow",
 }
 
 func (s *Store) send(ctx context.Context, p goredis.Pipeliner, op storage.BatchOp) batched {
@@ -134,6 +137,8 @@ func (s *Store) send(ctx context.Context, p goredis.Pipeliner, op storage.BatchO
 			return batched{} // HMGET needs a field
 		}
 		return batched{cmd: p.HMGet(ctx, s.recKey(op.Group), op.Names...)}
+	case storage.BatchFollow:
+		return script(ctx, p, followScript, []string{s.recKey(op.Group)}, op.Names[0], op.Prefix)
 	default: // storage.BatchApplyFamily; checked in Batch
 		args, _ := familyArgs(op.ExpiresAt, op.Ops)
 		return script(ctx, p, applyScript, []string{s.famKey(op.Family)}, args...)
@@ -179,6 +184,9 @@ func result(op storage.BatchOp, cmd goredis.Cmder) storage.BatchResult {
 		}
 	case storage.BatchGetRecords:
 		r.Values, r.Err = recordValues(cmd.(*goredis.SliceCmd).Val(), len(op.Names))
+	case storage.BatchFollow:
+		entry, rec, err := followValues(cmd.(*goredis.Cmd).Val())
+		r.Values, r.Err = [][]byte{entry, rec}, err
 	}
 	return r
 }

@@ -194,3 +194,41 @@ func (s *Store) IndexSize(ctx context.Context, group, index string) (int64, erro
 	}
 	return n, nil
 }
+
+// followScript is Follow. Both records are fields of the group's one hash,
+// so the script touches one key, in one slot. KEYS[1] is the hash, ARGV[1]
+// the entry's name and ARGV[2] the prefix. It returns {} when the entry is
+// absent, else {entry, record}, the record false (a nil reply) when
+// absent.
+var followScript = goredis.NewScript(`
+local id = redis.call('HGET', KEYS[1], ARGV[1])
+if not id then return {} end
+return {id, redis.call('HGET', KEYS[1], ARGV[2] .. id)}
+`)
+
+func (s *Store) Follow(ctx context.Context, group, name, prefix string) ([]byte, []byte, error) {
+	res, err := followScript.Run(ctx, s.rdb, []string{s.recKey(group)}, name, prefix).Result()
+	if err != nil {
+		return nil, nil, fail("follow", err)
+	}
+	return followValues(res)
+}
+
+// followValues reads followScript's reply.
+func followValues(res any) ([]byte, []byte, error) {
+	vals, ok := res.([]any)
+	switch {
+	case !ok || len(vals) > 2 || len(vals) == 1:
+		return nil, nil, fmt.Errorf("redis follow: unexpected script result %v", res)
+	case len(vals) == 0:
+		return nil, nil, nil
+	}
+	out, err := recordValues(vals, 2)
+	if err != nil {
+		return nil, nil, err
+	}
+	if out[0] == nil {
+		return nil, nil, fmt.Errorf("redis follow: unexpected script result %v", res)
+	}
+	return out[0], out[1], nil
+}

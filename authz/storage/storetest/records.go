@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stepup-dev/stepup/authz/storage"
 )
@@ -567,4 +568,125 @@ func testRecordsExpectNoLostWrites(t *testing.T, h Harness) {
 	}
 	mustHold(t, s, "g", "counter", []byte(strconv.Itoa(racers*each)))
 	mustSize(t, s, "g", "increments", racers*each)
+}
+
+// follow is one Follow, failing the test on an error.
+func follow(t *testing.T, s storage.Records, group, name, prefix string) (entry, record []byte) {
+	t.Helper()
+	entry, record, err := s.Follow(ctx, group, name, prefix)
+	check(t, err)
+	return entry, record
+}
+
+// testRecordsFollow: an entry and the record it names, read together; each
+// absent part reads as nil, an empty one as empty.
+func testRecordsFollow(t *testing.T, h Harness) {
+	s := h.Store
+	if e, r := follow(t, s, "people", "username:alice", "user:"); e != nil || r != nil {
+		t.Fatalf("Follow in a group never written = %q, %q", e, r)
+	}
+	check(t, s.ApplyRecords(ctx, "people",
+		storage.Insert("user:1", []byte("alice's record")),
+		storage.Insert("username:alice", []byte("1")),
+		storage.Insert("username:ghost", []byte("2")),
+		storage.Insert("username:blank", []byte("3")),
+		storage.Insert("user:3", []byte{}),
+		storage.Insert("username:", []byte{}),
+		storage.Insert("user:", []byte("no id")),
+		storage.Insert("user:\x00\xff", []byte("binary")),
+		storage.Insert("username:bin", []byte("\x00\xff"))))
+	check(t, s.ApplyRecords(ctx, "other", storage.Insert("user:1", []byte("not alice"))))
+	for _, tc := range []struct {
+		name          string
+		entry, record []byte
+	}{
+		{"username:alice", []byte("1"), []byte("alice's record")},
+		{"username:ghost", []byte("2"), nil},
+		{"username:blank", []byte("3"), []byte{}},
+		{"username:", []byte{}, []byte("no id")},
+		{"username:bin", []byte("\x00\xff"), []byte("binary")},
+		{"username:nobody", nil, nil},
+	} {
+		e, r := follow(t, s, "people", tc.name, "user:")
+		if (e == nil) != (tc.entry == nil) || !bytes.Equal(e, tc.entry) || (r == nil) != (tc.record == nil) || !bytes.Equal(r, tc.record) {
+			t.Fatalf("Follow(%q) = %q, %q; want %q, %q", tc.name, e, r, tc.entry, tc.record)
+		}
+	}
+	// The record is the group's, and the caller's copy is its own.
+	e, r := follow(t, s, "people", "username:alice", "user:")
+	e[0], r[0] = 'X', 'X'
+	if e, r := follow(t, s, "other", "username:alice", "user:"); e != nil || r != nil {
+		t.Fatalf("Follow in another group = %q, %q", e, r)
+	}
+	if e, r := follow(t, s, "people", "username:alice", "user:"); string(e) != "1" || string(r) != "alice's record" {
+		t.Fatalf("Follow after changing its result = %q, %q", e, r)
+	}
+
+	res := batch(t, h,
+		storage.FollowOp("people", "username:alice", "user:"),
+		storage.IncrOp("n", "k", time.Minute),
+		storage.FollowOp("people", "username:ghost", "user:"),
+		storage.FollowOp("people", "username:nobody", "user:"),
+		storage.FollowOp("other", "username:alice", "user:"))
+	for i, want := range [][2][]byte{{[]byte("1"), []byte("alice's record")}, {}, {[]byte("2"), nil}, {nil, nil}, {nil, nil}} {
+		if i == 1 {
+			continue
+		}
+		mustOK(t, "follow", res[i])
+		v := res[i].Values
+		if len(v) != 2 || (v[0] == nil) != (want[0] == nil) || !bytes.Equal(v[0], want[0]) || (v[1] == nil) != (want[1] == nil) || !bytes.Equal(v[1], want[1]) {
+			t.Fatalf("batched Follow %d = %q, want %q", i, v, want)
+		}
+	}
+}
+
+// testRecordsFollowConsistent: while the entry moves from record to record,
+// and each move deletes the record it left, Follow always finds the record
+// the entry names; two reads one after the other would sometimes find the
+// entry's old record gone.
+func testRecordsFollowConsistent(t *testing.T, h Harness) {
+	s := h.Store
+	check(t, s.ApplyRecords(ctx, "people", storage.Insert("user:0", []byte("v0")), storage.Insert("username:alice", []byte("0"))))
+	const moves = 200
+	b := batcher(t, h)
+	done := make(chan error, 1)
+	go func() {
+		for i := 1; i <= moves; i++ {
+			id, old := strconv.Itoa(i), strconv.Itoa(i-1)
+			if err := s.ApplyRecords(ctx, "people",
+				storage.Insert("user:"+id, []byte("v"+id)),
+				storage.Expect("username:alice", []byte(old)),
+				storage.Set("username:alice", []byte(id)),
+				storage.Remove("user:"+old)); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	errs := race(func(i int) error {
+		for range moves / 4 {
+			var e, r []byte
+			var err error
+			if i%2 == 0 {
+				e, r, err = s.Follow(ctx, "people", "username:alice", "user:")
+			} else {
+				var res []storage.BatchResult
+				if res, err = b.Batch(ctx, storage.FollowOp("people", "username:alice", "user:")); err == nil {
+					e, r, err = res[0].Values[0], res[0].Values[1], res[0].Err
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if r == nil || string(r) != "v"+string(e) {
+				return fmt.Errorf("Follow = %q, %q: not the record the entry names", e, r)
+			}
+		}
+		return nil
+	})
+	check(t, <-done)
+	for _, err := range errs {
+		check(t, err)
+	}
 }

@@ -68,6 +68,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"records/index", testRecordsIndex},
 		{"records/index-paging", testRecordsIndexPaging},
 		{"records/binary-and-empty", testRecordsBinary},
+		{"records/follow", testRecordsFollow},
 		{"atomic/spend-one-winner", testConcurrentSpend},
 		{"atomic/take-one-winner", testConcurrentTake},
 		{"atomic/create-one-winner", testConcurrentCreate},
@@ -80,6 +81,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"atomic/records-all-or-nothing", testRecordsAllOrNothing},
 		{"atomic/records-unique-one-winner", testRecordsUniqueOneWinner},
 		{"atomic/records-expect-no-lost-writes", testRecordsExpectNoLostWrites},
+		{"atomic/records-follow-consistent", testRecordsFollowConsistent},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newHarness(t)) })
 	}
