@@ -37,6 +37,7 @@ type accessRecord struct {
 	// with a sign-out within the same second.
 	AuthTime int64            `json:"t,omitempty"`
 	OTPAt    int64            `json:"o,omitempty"`
+	KeyAt    int64            `json:"k,omitempty"`
 	SSO      map[string]int64 `json:"p,omitempty"`
 }
 
@@ -54,6 +55,7 @@ func encodeAccess(r fosite.Requester) ([]byte, error) {
 		Username: s.Username,
 		AuthTime: unixNano(s.AuthTime()),
 		OTPAt:    unixNano(s.OTPAt),
+		KeyAt:    unixNano(s.KeyAt),
 	}
 	if exp := s.GetExpiresAt(fosite.AccessToken); !exp.IsZero() {
 		rec.Expires = exp.Unix()
@@ -104,7 +106,7 @@ func (g *grantStore) accessRequest(ctx context.Context, family, name string, dat
 		// The client was removed from the config: its grants are dead.
 		return nil, fosite.ErrNotFound.WithWrap(err)
 	}
-	s := &Session{Subject: rec.Subject, Username: rec.Username, OTPAt: fromUnixNano(rec.OTPAt),
+	s := &Session{Subject: rec.Subject, Username: rec.Username, OTPAt: fromUnixNano(rec.OTPAt), KeyAt: fromUnixNano(rec.KeyAt),
 		Claims: &jwt.IDTokenClaims{Subject: rec.Subject, AuthTime: fromUnixNano(rec.AuthTime)}, Headers: &jwt.Headers{}}
 	if rec.Expires != 0 {
 		s.SetExpiresAt(fosite.AccessToken, time.Unix(rec.Expires, 0).UTC())

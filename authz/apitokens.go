@@ -37,7 +37,9 @@ type apiToken struct {
 	// SSO is when the creating login went through each provider.
 	SSO map[string]time.Time `json:"sso,omitempty"`
 	// OTPAt is when the creating login proved its otp, if it did.
-	OTPAt  time.Time `json:"otp_at,omitzero"`
+	OTPAt time.Time `json:"otp_at,omitzero"`
+	// KeyAt is when the creating login proved a passkey, if it did.
+	KeyAt  time.Time `json:"key_at,omitzero"`
 	Digest string    `json:"digest"`
 }
 
@@ -115,6 +117,9 @@ func (s *Server) createAPIToken(w http.ResponseWriter, r *http.Request) {
 	t := apiToken{ID: id, Name: strings.TrimSpace(body.Name), UserID: c.user.ID, AMR: c.claims.AMR,
 		AuthTime: time.Unix(c.claims.AuthTime, 0).UTC(), CreatedAt: now, ExpiresAt: now.Add(ttl),
 		SSO: sess.SSO, OTPAt: sess.otpAt(), Digest: s.apiTokenDigest(secret)}
+	if provedKey(c.claims.AMR) {
+		t.KeyAt = sess.keyAt()
+	}
 	err = s.store.Update(ctx, apiTokensOfNS, t.UserID, 0, func(old []byte) ([]byte, error) {
 		var ids []string
 		if old != nil {
@@ -283,7 +288,7 @@ func (g *apiTokenGrant) HandleTokenEndpointRequest(ctx context.Context, r fosite
 	if exp := t.expiry(g.srv.cfg.APITokenTTL); !now.Before(exp) {
 		return fosite.ErrInvalidGrant.WithHintf("The API token %q expired on %s: create a new one.", truncate(t.Name, 100), exp.UTC().Format("2 January 2006"))
 	}
-	amr, otpAt, err := g.stillHeld(ctx, t, now)
+	amr, otpAt, keyAt, err := g.stillHeld(ctx, t, now)
 	if err != nil {
 		return err
 	}
@@ -294,7 +299,7 @@ func (g *apiTokenGrant) HandleTokenEndpointRequest(ctx context.Context, r fosite
 	sess.Subject, sess.Username, sess.Grant = u.ID, u.Username, "api_token"
 	sess.Claims.Subject, sess.Claims.AuthTime = u.ID, t.AuthTime
 	sess.Claims.AuthenticationMethodsReferences = amr
-	sess.SSO, sess.OTPAt = t.SSO, otpAt
+	sess.SSO, sess.OTPAt, sess.KeyAt = t.SSO, otpAt, keyAt
 	sess.SetExpiresAt(fosite.AccessToken, g.srv.cfg.Now().Add(g.lifespan))
 	for _, scope := range r.GetRequestedScopes() {
 		if !r.GetClient().GetScopes().Has(scope) {
@@ -308,8 +313,9 @@ func (g *apiTokenGrant) HandleTokenEndpointRequest(ctx context.Context, r fosite
 // stillHeld is the part of the API token's amr that holds today. An SSO
 // login past its provider's maximum age fails the grant, as a refresh
 // would; an otp proved before the person turned MFA off or reset it is
-// dropped, and mfa with it.
-func (g *apiTokenGrant) stillHeld(ctx context.Context, t *apiToken, now time.Time) (amr []string, otpAt time.Time, err error) {
+// dropped, and mfa with it; so is a key proved before the person removed a
+// passkey, with what it added.
+func (g *apiTokenGrant) stillHeld(ctx context.Context, t *apiToken, now time.Time) (amr []string, otpAt, keyAt time.Time, err error) {
 	for _, m := range t.AMR {
 		id, ok := strings.CutPrefix(m, tokens.SSOPrefix)
 		if !ok {
@@ -321,11 +327,25 @@ func (g *apiTokenGrant) stillHeld(ctx context.Context, t *apiToken, now time.Tim
 		}
 		p, ok := g.srv.sso.byID[id]
 		if !ok || (p.MaxSessionAge > 0 && now.Sub(at) > p.MaxSessionAge) {
-			return nil, time.Time{}, fosite.ErrInvalidGrant.WithHintf("SSO session has expired: sign in through %s again and create a new API token.", id)
+			return nil, time.Time{}, time.Time{}, fosite.ErrInvalidGrant.WithHintf("SSO session has expired: sign in through %s again and create a new API token.", id)
 		}
 	}
-	if !slices.Contains(t.AMR, tokens.MethodOTP) {
-		return t.AMR, time.Time{}, nil
+	amr = t.AMR
+	if provedKey(amr) {
+		keyAt = t.KeyAt
+		if keyAt.IsZero() {
+			keyAt = t.AuthTime // tokens made before KeyAt was kept
+		}
+		valid, err := g.srv.passkeys.keyStillValid(ctx, t.UserID, keyAt)
+		if err != nil {
+			return nil, time.Time{}, time.Time{}, err
+		}
+		if !valid {
+			amr, keyAt = withoutKey(amr), time.Time{}
+		}
+	}
+	if !slices.Contains(amr, tokens.MethodOTP) {
+		return amr, time.Time{}, keyAt, nil
 	}
 	otpAt = t.OTPAt
 	if otpAt.IsZero() {
@@ -333,10 +353,10 @@ func (g *apiTokenGrant) stillHeld(ctx context.Context, t *apiToken, now time.Tim
 	}
 	valid, err := g.srv.mfa.otpStillValid(ctx, t.UserID, otpAt)
 	if err != nil || valid {
-		return t.AMR, otpAt, err
+		return amr, otpAt, keyAt, err
 	}
-	kept := slices.DeleteFunc(slices.Clone(t.AMR), func(m string) bool { return m == tokens.MethodOTP || m == tokens.MethodMFA })
-	return tokens.AMR(kept, false), time.Time{}, nil
+	kept := slices.DeleteFunc(slices.Clone(amr), func(m string) bool { return m == tokens.MethodOTP || m == tokens.MethodMFA })
+	return tokens.AMR(kept, false), time.Time{}, keyAt, nil
 }
 
 func (g *apiTokenGrant) PopulateTokenEndpointResponse(ctx context.Context, r fosite.AccessRequester, resp fosite.AccessResponder) error {

@@ -692,6 +692,7 @@ func (s *Server) tokenSession(ar fosite.AuthorizeRequester, ls *LoginSession, u 
 	sess.Subject, sess.Username, sess.Grant = u.ID, u.Username, "authorization_code"
 	sess.SSO = ls.ssoLogins()
 	sess.OTPAt = ls.factorAt(tokens.MethodOTP)
+	sess.KeyAt = ls.keyAt()
 	c := sess.Claims
 	c.Subject = u.ID
 	c.AuthTime = ls.AuthTime()

@@ -227,6 +227,19 @@ func (s *Server) verifyBearer(ctx context.Context, raw string, use tokenUse) (*c
 			return nil, invalidToken("Your second factor was turned off or reset after this token was issued: log in again.")
 		}
 	}
+	if user != nil && provedKey(claims.AMR) {
+		gs, err := grantSession()
+		if err != nil {
+			return nil, err
+		}
+		valid, err := s.passkeys.keyStillValid(ctx, user.ID, gs.keyAt())
+		if err != nil {
+			return nil, err
+		}
+		if !valid {
+			return nil, invalidToken("A passkey was removed after this token was issued: log in again.")
+		}
+	}
 	return c, nil
 }
 

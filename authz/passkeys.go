@@ -463,8 +463,21 @@ func (s *Server) passkeyRemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PostFormValue("id")
+	// The epoch first: if what follows fails, the key is still there and
+	// the logins it proved have ended, which is the safe half.
+	keys, err := s.passkeys.list(ctx, u.ID)
+	if err == nil && slices.ContainsFunc(keys, func(k passkey) bool { return k.ID == id }) {
+		err = s.passkeys.newKeyEpoch(ctx, u.ID, s.cfg.Now())
+		if err == nil {
+			err = s.revokeCertificates(ctx, certificatesOfKeyRemoved(u.ID))
+		}
+	}
+	if err != nil {
+		s.authorizeError(w, nil, err)
+		return
+	}
 	var removed *passkey
-	err := s.passkeys.change(ctx, u.ID, func(keys []passkey) ([]passkey, error) {
+	err = s.passkeys.change(ctx, u.ID, func(keys []passkey) ([]passkey, error) {
 		i := slices.IndexFunc(keys, func(k passkey) bool { return k.ID == id })
 		if i < 0 {
 			return keys, nil

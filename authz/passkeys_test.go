@@ -9,9 +9,11 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -784,4 +786,88 @@ func TestPasskeysOverHTTP(t *testing.T) {
 			t.Errorf("the security page on %s (%d) offers to add a passkey", ts.Issuer, p.StatusCode)
 		}
 	})
+}
+
+// TestPasskeyRemovalEndsItsLogins: removing a passkey ends what the
+// logins that proved a key got, as turning MFA off does for an otp: their
+// access tokens are refused with the reason, their refresh fails, their SSH
+// certificates are revoked, their API tokens lose the key's methods, and
+// the browser session keeps its password but
+// not the key, so its next tokens say pwd alone. A password-only login's
+// tokens and certificates go on working.
+func TestPasskeyRemovalEndsItsLogins(t *testing.T) {
+	f := newPKFixture(t)
+	// bob signs in with his password before he has a passkey, then adds
+	// one and signs in with it.
+	_, pwdOnly := loginAs(t, f.ts, "bob")
+	key := newPKKey(t, "platform")
+	f.register(t, "bob", key, pkFlagUP|pkFlagUV, "swk")
+	s := f.afterPassword(t, "bob")
+	begun := s.begin(t, "second")
+	status, raw := pkPostRaw(t, s.b, "/login/passkey", s.csrf, pkFinishBody(t, begun, "second", key.get(t, begun, f.origin, pkUse{flags: pkFlagUP | pkFlagUV})))
+	if status != http.StatusOK {
+		t.Fatalf("the passkey's answer: %d %s", status, raw)
+	}
+	next, _ := pkJSON(t, raw)["next"].(string)
+	withKey := tokensFrom(t, f.ts, s.b.get(f.ts.Issuer+next), s.verifier)
+	if !slices.Contains(amrOf(t, withKey), "swk") {
+		t.Fatalf("the passkey login's amr: %v", amrOf(t, withKey))
+	}
+	for name, tok := range map[string]string{"the key login's": withKey.AccessToken, "the password login's": pwdOnly.AccessToken} {
+		if status, _, _ := call(t, "GET", f.ts.Issuer+"/api/me", tok, nil); status != http.StatusOK {
+			t.Fatalf("before the removal, %s token: %d", name, status)
+		}
+	}
+
+	keyCert, pwdCert := certFor(t, f.ts, withKey.AccessToken), certFor(t, f.ts, pwdOnly.AccessToken)
+	status, _, created := call(t, "POST", f.ts.Issuer+"/api/me/api-tokens", withKey.AccessToken, map[string]any{"name": "deploys"})
+	apiToken, _ := created["token"].(string)
+	if status != http.StatusCreated || apiToken == "" {
+		t.Fatalf("an API token from the key login: %d %v", status, created)
+	}
+	apiAMR := func() []string {
+		t.Helper()
+		status, body := postForm(t, f.ts.Issuer+"/oauth2/token", url.Values{"grant_type": {"api_token"}, "api_token": {apiToken},
+			"client_id": {cliClient}, "scope": {"openid"}}, "", "")
+		if status != http.StatusOK {
+			t.Fatalf("exchanging the API token: %d %v", status, body)
+		}
+		_, c := jwtParts(t, body["access_token"].(string))
+		return strs(c["amr"])
+	}
+	if got := apiAMR(); !slices.Contains(got, "swk") {
+		t.Fatalf("the API token's amr before the removal: %v", got)
+	}
+
+	// The key's own session removes it.
+	p := s.b.get(f.ts.Issuer + "/account/security")
+	form := formValues(p)
+	form.Set("id", pkB64.EncodeToString(key.id))
+	p = s.b.post(f.ts.Issuer+"/account/security/passkeys/remove", form)
+	if p.StatusCode != http.StatusOK || !strings.Contains(p.Body, "is removed") {
+		t.Fatalf("removing the passkey: %d %s", p.StatusCode, p.Body)
+	}
+
+	if status, _, body := call(t, "GET", f.ts.Issuer+"/api/me", withKey.AccessToken, nil); status != http.StatusUnauthorized ||
+		!strings.Contains(fmt.Sprint(body["error_description"]), "A passkey was removed") {
+		t.Errorf("the key login's access token after the removal: %d %v", status, body)
+	}
+	if status, body := refresh(t, f.ts, withKey.RefreshToken); status != http.StatusBadRequest || body["error"] != "invalid_grant" ||
+		!strings.Contains(fmt.Sprint(body["error_description"]), "passkey was removed") {
+		t.Errorf("the key login's refresh after the removal: %d %v", status, body)
+	}
+	if status, _, _ := call(t, "GET", f.ts.Issuer+"/api/me", pwdOnly.AccessToken, nil); status != http.StatusOK {
+		t.Errorf("the password login's token after the removal: %d", status)
+	}
+	if got := apiAMR(); !slices.Equal(got, []string{"pwd"}) {
+		t.Errorf("the API token's amr after the removal: %v, want [pwd]", got)
+	}
+	if r := fetchRevoked(t, f.ts); !r.serials[keyCert.Serial] || r.serials[pwdCert.Serial] {
+		t.Errorf("revoked serials %v: want the key login's certificate %d, not the password login's %d", r.serials, keyCert.Serial, pwdCert.Serial)
+	}
+	v := oauth2.GenerateVerifier()
+	again := tokensFrom(t, f.ts, s.b.get(cliConfig(f.ts.Issuer, "53682").AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(v))), v)
+	if got := amrOf(t, again); !slices.Equal(got, []string{"pwd"}) {
+		t.Errorf("the browser session's next tokens after the removal: amr %v, want [pwd]", got)
+	}
 }

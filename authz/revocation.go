@@ -64,6 +64,7 @@ const (
 	revokedRemoved  = "removed from an organization"
 	revokedDisabled = "the account was disabled"
 	revokedPassword = "the password was changed"
+	revokedPasskey  = "a passkey was removed"
 )
 
 // certsOf says which certificates a revocation takes: those of one grant
@@ -76,8 +77,10 @@ type certsOf struct {
 	// Before 0 is no upper bound.
 	From   int64 `json:"from,omitempty"`
 	Before int64 `json:"before,omitempty"`
-	// OTP narrows a rule to logins that proved an otp.
+	// OTP narrows a rule to logins that proved an otp, Key to those that
+	// proved a passkey.
 	OTP    bool   `json:"otp,omitempty"`
+	Key    bool   `json:"key,omitempty"`
 	Reason string `json:"reason"`
 	// Until is when the rule lapses.
 	Until int64 `json:"until"`
@@ -119,6 +122,13 @@ func certificatesOfMFAOff(userID string) certsOf {
 	return certsOf{User: userID, Reason: revokedMFAOff, rule: ruleOTP}
 }
 
+// certificatesOfKeyRemoved are userID's certificates of logins that proved
+// a passkey, and a rule against them: removing a passkey ends their
+// tokens.
+func certificatesOfKeyRemoved(userID string) certsOf {
+	return certsOf{User: userID, Key: true, Reason: revokedPasskey, rule: ruleAll}
+}
+
 // certificatesOfSession are the certificates of the logins a browser
 // session made: their auth_time is one of its factors' times.
 func certificatesOfSession(ls *LoginSession) certsOf {
@@ -147,7 +157,7 @@ func (by certsOf) matches(c issuedCert) bool {
 	if by.Grant != "" {
 		return c.Grant == by.Grant
 	}
-	return c.AuthTime >= by.From && (by.Before == 0 || c.AuthTime < by.Before) && (!by.OTP || c.OTP)
+	return c.AuthTime >= by.From && (by.Before == 0 || c.AuthTime < by.Before) && (!by.OTP || c.OTP) && (!by.Key || c.Key)
 }
 
 // issuedCert is one certificate in a ledger.
@@ -158,6 +168,7 @@ type issuedCert struct {
 	TokenID  string `json:"jti"`
 	AuthTime int64  `json:"auth_time"`
 	OTP      bool   `json:"otp,omitempty"` // the login proved an otp
+	Key      bool   `json:"key,omitempty"` // the login proved a passkey
 	Expires  int64  `json:"exp"`           // ValidBefore
 	Revoked  bool   `json:"revoked,omitempty"`
 }
@@ -315,7 +326,7 @@ func (l certLedgers) issued(ctx context.Context, userID, tokenID string, authTim
 	family, _, _ := strings.Cut(tokenID, ".")
 	entry := issuedCert{
 		Serial: cert.Serial, CA: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(ca))), Grant: family,
-		TokenID: tokenID, AuthTime: authTime, OTP: slices.Contains(amr, tokens.MethodOTP), Expires: int64(cert.ValidBefore),
+		TokenID: tokenID, AuthTime: authTime, OTP: slices.Contains(amr, tokens.MethodOTP), Key: provedKey(amr), Expires: int64(cert.ValidBefore),
 	}
 	return l.kv.Update(ctx, certNS, ledgerKey(userID), ledgerTTL, func(old []byte) ([]byte, error) {
 		lg, err := readLedger(old)

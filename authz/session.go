@@ -27,6 +27,9 @@ type Session struct {
 	// OTPAt is when the login proved its otp factor, if it did; the
 	// factors epoch is judged against it (see secondFactors.otpStillValid).
 	OTPAt time.Time `json:"otp_at,omitzero"`
+	// KeyAt is when the login proved a passkey, if it did; the passkey
+	// epoch is judged against it (see passkeys.keyStillValid).
+	KeyAt time.Time `json:"key_at,omitzero"`
 }
 
 // otpAt is when the grant's otp was proved: OTPAt, or for grants made
@@ -34,6 +37,15 @@ type Session struct {
 func (s *Session) otpAt() time.Time {
 	if !s.OTPAt.IsZero() {
 		return s.OTPAt
+	}
+	return s.AuthTime()
+}
+
+// keyAt is when the grant's key was proved: KeyAt, or for grants made
+// before it was kept, the login's auth_time, which is no earlier.
+func (s *Session) keyAt() time.Time {
+	if !s.KeyAt.IsZero() {
+		return s.KeyAt
 	}
 	return s.AuthTime()
 }

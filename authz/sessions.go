@@ -119,6 +119,17 @@ func (ls *LoginSession) factorAt(method string) time.Time {
 	return time.Time{}
 }
 
+// keyAt is when the session last proved a passkey; zero if never.
+func (ls *LoginSession) keyAt() time.Time {
+	var at time.Time
+	for _, f := range ls.Factors {
+		if tokens.IsKey(f.Method) && f.At.After(at) {
+			at = f.At
+		}
+	}
+	return at
+}
+
 // addFactor records method as completed at now, replacing an older record
 // of the same method.
 func (ls *LoginSession) addFactor(method, via string, now time.Time) {
@@ -233,13 +244,23 @@ func (s *sessionStore) get(ctx context.Context, r *http.Request) (*LoginSession,
 }
 
 // dropStaleFactors removes an otp factor that the person's factors epoch
-// no longer honours, so that the next step-up asks for a code again.
+// no longer honours, and a key factor the passkey epoch no longer does, so
+// that the next step-up asks for a code or a key again.
 func (s *Server) dropStaleFactors(ctx context.Context, ls *LoginSession) (bool, error) {
 	u, err := s.user(ctx, ls.UserID)
 	if err != nil || u == nil || u.LoggedInBefore(ls.CreatedAt) {
 		return false, err
 	}
 	ls.person = u
+	if at := ls.keyAt(); !at.IsZero() {
+		valid, err := s.passkeys.keyStillValid(ctx, ls.UserID, at)
+		if err != nil {
+			return true, err
+		}
+		if !valid {
+			ls.Factors = slices.DeleteFunc(ls.Factors, func(f Factor) bool { return tokens.IsKey(f.Method) })
+		}
+	}
 	at := ls.factorAt(tokens.MethodOTP)
 	if at.IsZero() {
 		return true, nil

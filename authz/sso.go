@@ -400,6 +400,15 @@ func (c refreshCheck) HandleTokenEndpointRequest(ctx context.Context, r fosite.A
 			return fosite.ErrInvalidGrant.WithHint("Your second factor was turned off or reset after this login: log in again.")
 		}
 	}
+	if provedKey(sess.AMR()) {
+		valid, err := c.srv.passkeys.keyStillValid(ctx, sess.Subject, sess.keyAt())
+		if err != nil {
+			return err
+		}
+		if !valid {
+			return fosite.ErrInvalidGrant.WithHint("A passkey was removed after this login: log in again.")
+		}
+	}
 	return nil
 }
 
