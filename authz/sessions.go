@@ -252,14 +252,18 @@ func (s *Server) dropStaleFactors(ctx context.Context, ls *LoginSession) (bool, 
 		return false, err
 	}
 	ls.person = u
-	if at := ls.keyAt(); !at.IsZero() {
-		valid, err := s.passkeys.keyStillValid(ctx, ls.UserID, at)
-		if err != nil {
-			return true, err
+	// Each key factor on its own: one proved after the epoch still counts.
+	var failed error
+	ls.Factors = slices.DeleteFunc(ls.Factors, func(f Factor) bool {
+		if !tokens.IsKey(f.Method) || failed != nil {
+			return false
 		}
-		if !valid {
-			ls.Factors = slices.DeleteFunc(ls.Factors, func(f Factor) bool { return tokens.IsKey(f.Method) })
-		}
+		valid, err := s.passkeys.keyStillValid(ctx, ls.UserID, f.At)
+		failed = err
+		return err == nil && !valid
+	})
+	if failed != nil {
+		return true, failed
 	}
 	at := ls.factorAt(tokens.MethodOTP)
 	if at.IsZero() {
